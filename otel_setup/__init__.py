@@ -1,0 +1,35 @@
+"""Vendor-neutral OpenTelemetry for FastAPI services, in one call or none.
+
+``configure(app)`` gives traces (10 % head sampling), RED metrics on every
+request (Prometheus ``/metrics`` and OTLP), ``/health`` and ``/ready``, and
+instrumentation of SQLAlchemy, Redis and httpx. ``opentelemetry-instrument``
+gives the same with no code change.
+"""
+
+from __future__ import annotations
+
+from otel_setup._configure import configure
+from otel_setup._errors import OtelSetupConfigError
+from otel_setup._options import (
+    ConfigureOptions,
+    FastAPIOptions,
+    HttpxOptions,
+    RedisOptions,
+    SQLAlchemyOptions,
+)
+from otel_setup._telemetry import Telemetry
+from otel_setup.health import ReadinessCheck
+from otel_setup.version import __version__
+
+__all__ = [
+    "ConfigureOptions",
+    "FastAPIOptions",
+    "HttpxOptions",
+    "OtelSetupConfigError",
+    "ReadinessCheck",
+    "RedisOptions",
+    "SQLAlchemyOptions",
+    "Telemetry",
+    "__version__",
+    "configure",
+]

@@ -1,0 +1,227 @@
+"""``configure()``: settings -> providers -> instrumentations -> the app, exactly once per process."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import re
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import metrics, trace
+from typing_extensions import Unpack
+
+from otel_setup._errors import OtelSetupConfigError
+from otel_setup._options import ConfigureOptions, FastAPIOptions, HttpxOptions, RedisOptions, SQLAlchemyOptions
+from otel_setup._providers import build_providers, build_resource
+from otel_setup._settings import INSTRUMENTATIONS, Settings, resolve
+from otel_setup._telemetry import Telemetry
+from otel_setup.health import ReadinessCheck, redis_check, sqlalchemy_check
+
+__all__ = ["active", "configure", "reset"]
+
+_log = logging.getLogger("otel_setup")
+_lock = threading.RLock()
+_active: Telemetry | None = None
+
+_FEATURES: dict[str, type] = {
+    "fastapi": FastAPIOptions,
+    "sqlalchemy": SQLAlchemyOptions,
+    "redis": RedisOptions,
+    "httpx": HttpxOptions,
+}
+
+
+def active() -> Telemetry | None:
+    """The running handle, if ``configure()`` (or the ``opentelemetry-instrument`` path) ran."""
+    return _active
+
+
+def configure(app: Any = None, **options: Unpack[ConfigureOptions]) -> Telemetry:
+    """Set up traces, metrics and probes for this process (and ``app``, when given).
+
+    Reads the environment now, never at import. A second call changes
+    nothing and returns the first handle; an app passed to it is instrumented
+    with the existing providers, so running under ``opentelemetry-instrument``
+    and calling ``configure(app)`` gives one provider and one middleware.
+    """
+    global _active
+    with _lock:
+        if _active is not None:
+            if options:
+                _log.info("otel_setup: configure() already ran; options of this call are ignored")
+            if app is not None:
+                _active.instrument_app(app)
+            return _active
+        features, checks, settings_options = _split(dict(options))
+        settings = resolve(settings_options)
+        telemetry = _build(settings, features, app)
+        for name, check in checks.items():
+            telemetry.add_readiness_check(name, check)
+        if app is not None:
+            telemetry.instrument_app(app)
+        telemetry.start_metrics_server()
+        _active = telemetry
+        return telemetry
+
+
+def _split(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, ReadinessCheck], dict[str, Any]]:
+    features: dict[str, Any] = {}
+    rest = dict(options)
+    for name, kind in _FEATURES.items():
+        if name not in rest:
+            continue
+        value = rest.pop(name)
+        if value is not None and value is not False and not isinstance(value, kind):
+            raise OtelSetupConfigError(name, value, f"None, False or {kind.__name__}(...)")
+        features[name] = value
+    checks = rest.pop("readiness_checks", None) or {}
+    if not isinstance(checks, Mapping) or not all(isinstance(k, str) and callable(v) for k, v in checks.items()):
+        raise OtelSetupConfigError("readiness_checks", checks, "a mapping of name to a zero-argument callable")
+    return features, dict(checks), rest
+
+
+def _wanted(name: str, features: Mapping[str, Any], settings: Settings) -> str:
+    """``active`` if the integration should run, else the reason it does not."""
+    if features.get(name, None) is False:
+        return "off: disabled by argument"
+    if name in settings.disabled_instrumentations and features.get(name) is None:
+        return "off: listed in OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
+    return "active"
+
+
+def _build(settings: Settings, features: Mapping[str, Any], app: Any) -> Telemetry:
+    fastapi_options = features.get("fastapi") or FastAPIOptions()
+    patterns = tuple(settings.excluded_urls) + tuple(_compile(fastapi_options.excluded_urls))
+    if settings.disabled:
+        return Telemetry(
+            settings,
+            None,
+            instrumentations={name: "off: OTEL_SDK_DISABLED" for name in INSTRUMENTATIONS},
+        )
+
+    resource = build_resource(
+        settings,
+        default_name=_app_attribute(app, "title", ignore="FastAPI"),
+        default_version=_app_attribute(app, "version", ignore=None),
+    )
+    providers = build_providers(settings, resource)
+    _install_globals(providers.tracer_provider, providers.meter_provider, providers.logger_provider)
+
+    from otel_setup._integrations._semconv import use_stable_semconv
+
+    use_stable_semconv()
+    states: dict[str, str] = {}
+    telemetry = Telemetry(
+        settings,
+        providers,
+        excluded_patterns=patterns,
+        shutdown_on_lifespan=fastapi_options.shutdown_on_lifespan,
+        instrumentations=states,
+    )
+    states["fastapi"] = _wanted("fastapi", features, settings)
+    for name in ("sqlalchemy", "redis", "httpx"):
+        state = _wanted(name, features, settings)
+        if state == "active":
+            state = _instrument_library(name, providers.tracer_provider, providers.meter_provider, telemetry)
+        states[name] = state
+    telemetry.instrumentations.update(states)
+
+    sqlalchemy_options = features.get("sqlalchemy")
+    if isinstance(sqlalchemy_options, SQLAlchemyOptions):
+        for index, engine in enumerate(sqlalchemy_options.engines):
+            telemetry.add_readiness_check("database" if index == 0 else f"database_{index}", sqlalchemy_check(engine))
+    redis_options = features.get("redis")
+    if isinstance(redis_options, RedisOptions):
+        for index, client in enumerate(redis_options.clients):
+            telemetry.add_readiness_check("redis" if index == 0 else f"redis_{index}", redis_check(client))
+    # At interpreter exit (not under uvicorn's SIGTERM path, which the
+    # lifespan covers) flush within the same deadline.
+    atexit.register(telemetry.shutdown)
+    return telemetry
+
+
+def _instrument_library(name: str, tracer_provider: Any, meter_provider: Any, telemetry: Telemetry) -> str:
+    from opentelemetry.instrumentation.dependencies import DependencyConflictError
+
+    try:
+        if name == "sqlalchemy":
+            from otel_setup._integrations.sqlalchemy import instrument_sqlalchemy, uninstrument_sqlalchemy
+
+            done = instrument_sqlalchemy(tracer_provider=tracer_provider, meter_provider=meter_provider)
+            telemetry.add_cleanup(uninstrument_sqlalchemy)
+        elif name == "redis":
+            from otel_setup._integrations.redis import instrument_redis, uninstrument_redis
+
+            done = instrument_redis(tracer_provider=tracer_provider, meter_provider=meter_provider)
+            telemetry.add_cleanup(uninstrument_redis)
+        else:
+            from otel_setup._integrations.httpx import instrument_httpx, uninstrument_httpx
+
+            done = instrument_httpx(tracer_provider=tracer_provider, meter_provider=meter_provider)
+            telemetry.add_cleanup(uninstrument_httpx)
+    except DependencyConflictError as conflict:
+        _log.warning("otel_setup: %s instrumentation skipped: %s", name, conflict)
+        return f"off: version conflict ({conflict})"
+    except ImportError as missing:
+        return f"off: package missing ({missing.name})"
+    return "active" if done else "off: library not installed or already instrumented"
+
+
+def _compile(patterns: Any) -> list[re.Pattern[str]]:
+    compiled = []
+    for pattern in patterns:
+        try:
+            compiled.append(re.compile(pattern))
+        except (re.error, TypeError):
+            raise OtelSetupConfigError("FastAPIOptions.excluded_urls", pattern, "regular expressions") from None
+    return compiled
+
+
+def _app_attribute(app: Any, name: str, *, ignore: str | None) -> str | None:
+    value = getattr(app, name, None) if app is not None else None
+    if not isinstance(value, str) or not value or value == ignore:
+        return None
+    return value
+
+
+def _install_globals(tracer_provider: Any, meter_provider: Any, logger_provider: Any) -> None:
+    """Make ours the global providers, for libraries that look them up themselves."""
+    from opentelemetry.trace import ProxyTracerProvider
+
+    if not isinstance(trace.get_tracer_provider(), ProxyTracerProvider):
+        _log.warning("otel_setup: a global TracerProvider was already set; otel_setup's instrumentations use their own")
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(meter_provider)
+    if logger_provider is not None:
+        from opentelemetry._logs import set_logger_provider
+
+        set_logger_provider(logger_provider)
+
+
+def reset() -> None:
+    """Undo ``configure()`` for test suites: shut down, uninstrument, clear the globals.
+
+    OpenTelemetry's globals can be set once per process; this reopens them the
+    same way opentelemetry-python's own test utilities do.
+    """
+    global _active
+    with _lock:
+        telemetry = _active
+        _active = None
+        if telemetry is not None:
+            telemetry.shutdown(timeout=2.0)
+            atexit.unregister(telemetry.shutdown)
+        from opentelemetry import _logs
+        from opentelemetry.metrics import _internal as metrics_internal
+        from opentelemetry.util._once import Once
+
+        trace._TRACER_PROVIDER_SET_ONCE = Once()
+        trace._TRACER_PROVIDER = None
+        metrics_internal._METER_PROVIDER_SET_ONCE = Once()
+        metrics_internal._METER_PROVIDER = None
+        logs_internal: Any = getattr(_logs, "_internal", None)
+        if logs_internal is not None and hasattr(logs_internal, "_LOGGER_PROVIDER_SET_ONCE"):
+            logs_internal._LOGGER_PROVIDER_SET_ONCE = Once()
+            logs_internal._LOGGER_PROVIDER = None

@@ -1,0 +1,1 @@
+"""One thin module per instrumented library; each receives the providers it uses."""

@@ -1,0 +1,388 @@
+"""FastAPI server spans and RED metrics from one lean ASGI middleware.
+
+Why not contrib's ``OpenTelemetryMiddleware``: it matches the route a second
+time, builds attributes for two semantic-convention generations and wraps
+``send``/``receive`` in spans, which costs more than the whole bare request on
+a trivial route. This middleware reads the route the router already chose
+(``scope["route"]``), builds attributes only for spans that are sampled, and
+records the duration histogram for every request. Its stable-semconv output
+(span name, kind, attributes, status and metric points) matches contrib's.
+
+FastAPI 0.142+ ships its own telemetry that switches itself on as soon as a
+global SDK provider exists; it is switched off on every app instrumented here
+so that exactly one instrumentation runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from time import perf_counter
+from typing import Any, Final
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.metrics import Histogram, MeterProvider, UpDownCounter
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, TracerProvider
+
+from otel_setup._providers import DURATION_BUCKETS
+from otel_setup._redaction import redact_query
+from otel_setup._spans import record_error
+from otel_setup.version import __version__
+
+__all__ = ["ServerTelemetryMiddleware", "disable_native_telemetry", "instrument_app", "is_instrumented"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_log = logging.getLogger("otel_setup")
+_MARK: Final = "_otel_setup_instrumented"
+_SCOPE_NAME: Final = "otel_setup.fastapi"
+KNOWN_METHODS: Final = frozenset(
+    {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY"}
+)
+_PROPAGATION_HEADERS: Final = frozenset({b"traceparent", b"tracestate", b"baggage"})
+_PROTOCOL_VERSIONS: Final = {"1.0": "1.0", "1.1": "1.1", "2": "2", "2.0": "2", "3": "3", "3.0": "3"}
+
+
+def _route_template(scope: Scope) -> str | None:
+    route = scope.get("route")
+    if route is None:
+        return _match_route(scope)
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    if not isinstance(template, str):
+        return None
+    root = scope.get("root_path", "")
+    app_root = scope.get("app_root_path", "")
+    # A mounted sub-application's routes are relative to the mount point.
+    if root and root != app_root and not template.startswith(root):
+        template = root[len(app_root):] + template if root.startswith(app_root) else template
+    return template
+
+
+def _match_route(scope: Scope) -> str | None:
+    """Starlette releases that do not record the matched route: match once, after the fact."""
+    app = scope.get("app")
+    routes: Iterable[Any] = getattr(getattr(app, "router", None), "routes", ())
+    if "endpoint" not in scope:
+        return None
+    from starlette.routing import Match
+
+    partial: str | None = None
+    for route in routes:
+        try:
+            match, _ = route.matches(scope)
+        except Exception:  # noqa: BLE001 - a route's matcher must not break the request's telemetry
+            continue
+        if match is Match.FULL:
+            return getattr(route, "path_format", None) or getattr(route, "path", None)
+        if match is Match.PARTIAL and partial is None:
+            partial = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return partial
+
+
+class _HeaderCarrier:
+    """Only the propagation headers, gathered in the one pass over the headers we make anyway."""
+
+    __slots__ = ("values",)
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+
+
+class ServerTelemetryMiddleware:
+    """Outermost ASGI wrapper: one SERVER span (when sampled) and duration/active metrics (always)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        tracer: Tracer,
+        duration: Histogram,
+        active: UpDownCounter,
+        excluded_paths: frozenset[str],
+        excluded_patterns: tuple[re.Pattern[str], ...] = (),
+        on_shutdown: Callable[[], object] | None = None,
+    ) -> None:
+        self.app = app
+        self._tracer = tracer
+        self._duration = duration
+        self._active = active
+        self._excluded_paths = excluded_paths
+        self._excluded_patterns = excluded_patterns
+        self._on_shutdown = on_shutdown
+        self._active_attributes: dict[tuple[str, str], dict[str, str]] = {}
+
+    def _excluded(self, path: str) -> bool:
+        if path in self._excluded_paths:
+            return True
+        return any(pattern.fullmatch(path) for pattern in self._excluded_patterns)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http":
+            if kind == "lifespan" and self._on_shutdown is not None:
+                await self.app(scope, receive, self._lifespan_send(send))
+                return
+            await self.app(scope, receive, send)
+            return
+        if self._excluded(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+
+        start = perf_counter()
+        raw_method: str = scope["method"]
+        method = raw_method if raw_method in KNOWN_METHODS else "_OTHER"
+        scheme: str = scope.get("scheme", "http")
+        active_key = (method, scheme)
+        active_attributes = self._active_attributes.get(active_key)
+        if active_attributes is None:
+            active_attributes = {"http.request.method": method, "url.scheme": scheme}
+            if len(self._active_attributes) < 64:
+                self._active_attributes[active_key] = active_attributes
+
+        parent = None
+        user_agent: str | None = None
+        for name, value in scope.get("headers", ()):
+            if name in _PROPAGATION_HEADERS:
+                if parent is None:
+                    parent = _HeaderCarrier()
+                parent.values[name.decode("latin-1")] = value.decode("latin-1")
+            elif name == b"user-agent":
+                user_agent = value.decode("latin-1")
+        parent_context = propagate.extract(parent.values) if parent is not None else None
+
+        span = self._tracer.start_span(
+            raw_method if method != "_OTHER" else "HTTP",
+            context=parent_context,
+            kind=SpanKind.SERVER,
+        )
+        recording = span.is_recording()
+        if recording:
+            span.set_attributes(_request_attributes(scope, method, raw_method, scheme, user_agent))
+        token = otel_context.attach(trace.set_span_in_context(span, parent_context))
+        self._active.add(1, active_attributes)
+
+        status_code = 0
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+            await send(message)
+
+        error: BaseException | None = None
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._finish(scope, span, recording, method, scheme, status_code, error, start, active_attributes)
+            otel_context.detach(token)
+
+    def _finish(
+        self,
+        scope: Scope,
+        span: trace.Span,
+        recording: bool,
+        method: str,
+        scheme: str,
+        status_code: int,
+        error: BaseException | None,
+        start: float,
+        active_attributes: dict[str, str],
+    ) -> None:
+        try:
+            elapsed = perf_counter() - start
+            if error is not None and status_code == 0:
+                status_code = 500
+            route = _route_template(scope)
+            attributes: dict[str, Any] = {
+                "http.request.method": method,
+                "url.scheme": scheme,
+                "network.protocol.version": _PROTOCOL_VERSIONS.get(scope.get("http_version", "1.1"), "1.1"),
+            }
+            if status_code:
+                attributes["http.response.status_code"] = status_code
+            if route is not None:
+                attributes["http.route"] = route
+            error_type: str | None = None
+            if error is not None:
+                error_type = type(error).__qualname__
+            elif status_code >= 500:
+                error_type = str(status_code)
+            if error_type is not None:
+                attributes["error.type"] = error_type
+            self._duration.record(elapsed, attributes)
+            self._active.add(-1, active_attributes)
+            if recording:
+                if route is not None:
+                    span.update_name(f"{method if method != '_OTHER' else 'HTTP'} {route}")
+                    span.set_attribute("http.route", route)
+                if status_code:
+                    span.set_attribute("http.response.status_code", status_code)
+                if error is not None:
+                    record_error(span, error)
+                if error_type is not None:
+                    span.set_attribute("error.type", error_type)
+                    span.set_status(Status(StatusCode.ERROR))
+        except Exception:  # noqa: BLE001 - a telemetry failure must never fail the request
+            _log.debug("otel_setup: could not finish server telemetry", exc_info=True)
+        finally:
+            span.end()
+
+    def _lifespan_send(self, send: Send) -> Send:
+        on_shutdown = self._on_shutdown
+
+        async def lifespan_send(message: Message) -> None:
+            # uvicorn re-raises SIGTERM after its graceful shutdown, so atexit
+            # hooks never run: the lifespan's end is the last safe moment.
+            if on_shutdown is not None and message.get("type") in (
+                "lifespan.shutdown.complete",
+                "lifespan.shutdown.failed",
+            ):
+                try:
+                    on_shutdown()
+                except Exception:  # noqa: BLE001 - shutdown of telemetry must not fail the app's shutdown
+                    _log.warning("otel_setup: telemetry shutdown failed", exc_info=True)
+            await send(message)
+
+        return lifespan_send
+
+
+def _request_attributes(scope: Scope, method: str, raw_method: str, scheme: str, user_agent: str | None) -> dict[str, Any]:
+    """Span attributes, built only for sampled requests."""
+    attributes: dict[str, Any] = {
+        "http.request.method": method,
+        "url.scheme": scheme,
+        "url.path": scope.get("path", ""),
+        "network.protocol.version": _PROTOCOL_VERSIONS.get(scope.get("http_version", "1.1"), "1.1"),
+    }
+    if method == "_OTHER":
+        attributes["http.request.method_original"] = raw_method
+    query: bytes = scope.get("query_string", b"")
+    if query:
+        attributes["url.query"] = redact_query(query.decode("latin-1"))
+    server = scope.get("server")
+    if server:
+        attributes["server.address"] = server[0]
+        if server[1] is not None:
+            attributes["server.port"] = server[1]
+    client = scope.get("client")
+    if client:
+        attributes["client.address"] = client[0]
+        attributes["client.port"] = client[1]
+    if user_agent:
+        attributes["user_agent.original"] = user_agent
+    return attributes
+
+
+def disable_native_telemetry(app: Any) -> bool:
+    """Switch FastAPI's built-in telemetry (0.142+) off for this app.
+
+    It is configured only through the constructor, and keeps that dict on the
+    app and reads it on every request, so flipping its switches there is the
+    one way to turn it off for an app someone else constructed. Returns whether
+    the app had it.
+    """
+    config = getattr(app, "_telemetry", None)
+    if not isinstance(config, dict) or "tracing" not in config:
+        return False
+    config.update(tracing=False, metrics=False, logs=False, operation_spans=False)
+    return True
+
+
+def is_instrumented(app: Any) -> bool:
+    return bool(getattr(app, _MARK, False))
+
+
+def instrument_app(
+    app: Any,
+    *,
+    tracer_provider: TracerProvider,
+    meter_provider: MeterProvider,
+    excluded_paths: Iterable[str],
+    excluded_patterns: tuple[re.Pattern[str], ...] = (),
+    on_shutdown: Callable[[], object] | None = None,
+) -> bool:
+    """Wrap ``app``'s middleware stack once; a second call is a no-op returning False."""
+    if is_instrumented(app):
+        return False
+    tracer = tracer_provider.get_tracer(_SCOPE_NAME, __version__)
+    meter = meter_provider.get_meter(_SCOPE_NAME, __version__)
+    duration = meter.create_histogram(
+        "http.server.request.duration",
+        unit="s",
+        description="Duration of HTTP server requests.",
+        explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
+    )
+    active = meter.create_up_down_counter(
+        "http.server.active_requests", unit="{request}", description="Number of active HTTP server requests."
+    )
+    excluded = frozenset(excluded_paths)
+    original_build = app.build_middleware_stack
+
+    def build_middleware_stack() -> ASGIApp:
+        # Outermost, outside ServerErrorMiddleware: unhandled exceptions are
+        # seen (and recorded) while the request span is still current.
+        return ServerTelemetryMiddleware(
+            original_build(),
+            tracer=tracer,
+            duration=duration,
+            active=active,
+            excluded_paths=excluded,
+            excluded_patterns=excluded_patterns,
+            on_shutdown=on_shutdown,
+        )
+
+    app.build_middleware_stack = build_middleware_stack
+    # Rebuilt on the next call, also when configure() runs inside the lifespan.
+    app.middleware_stack = None
+    setattr(app, _MARK, True)
+    disable_native_telemetry(app)
+    return True
+
+
+_original_init: Any = None
+
+
+def patch_constructor(on_new_app: Callable[[Any], None]) -> bool:
+    """Have every ``FastAPI()`` built from now on handed to ``on_new_app``.
+
+    The zero-code path runs before the application module is imported, so
+    patching the class reaches apps however they import it.
+    """
+    global _original_init
+    try:
+        import fastapi
+    except ImportError:
+        return False
+    if _original_init is not None:
+        return False
+    original = fastapi.FastAPI.__init__
+    _original_init = original
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        try:
+            on_new_app(self)
+        except Exception:  # noqa: BLE001 - an app must construct even if telemetry cannot attach
+            _log.warning("otel_setup: could not instrument a FastAPI app", exc_info=True)
+
+    fastapi.FastAPI.__init__ = __init__  # type: ignore[method-assign] # the patch is the mechanism
+    return True
+
+
+def unpatch_constructor() -> None:
+    global _original_init
+    if _original_init is None:
+        return
+    import fastapi
+
+    fastapi.FastAPI.__init__ = _original_init  # type: ignore[method-assign] # restoring the original
+    _original_init = None

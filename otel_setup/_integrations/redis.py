@@ -1,0 +1,131 @@
+"""Redis: contrib's spans, plus the operation-duration metric contrib lacks.
+
+Contrib's instrumentor patches the client classes, so clients created before
+``configure()`` are covered too, and it records commands as ``GET ?`` (never
+the arguments). Its hooks are not called for failed commands, so the metric
+comes from a thin wrapper placed around contrib's, which sees errors as well.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from time import perf_counter
+from typing import Any, Final
+
+from opentelemetry.metrics import Histogram, MeterProvider
+from opentelemetry.trace import TracerProvider
+
+from otel_setup.version import __version__
+
+__all__ = ["instrument_redis", "uninstrument_redis"]
+
+_log = logging.getLogger("otel_setup")
+_SCOPE_NAME: Final = "otel_setup.redis"
+_DB_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
+
+_wrapped: list[tuple[Any, str]] = []
+
+
+def _client_attributes(instance: Any) -> dict[str, Any]:
+    attributes: dict[str, Any] = {"db.system.name": "redis"}
+    try:
+        kwargs = instance.connection_pool.connection_kwargs
+    except AttributeError:
+        return attributes
+    host = kwargs.get("host")
+    if host:
+        attributes["server.address"] = host
+        port = kwargs.get("port")
+        if port:
+            attributes["server.port"] = int(port)
+    attributes["db.namespace"] = str(kwargs.get("db", 0))
+    return attributes
+
+
+def _command_wrapper(duration: Histogram, pipeline: bool, is_async: bool) -> Callable[..., Any]:
+    def measure(instance: Any, args: tuple[Any, ...], start: float, error: BaseException | None) -> None:
+        try:
+            attributes = _client_attributes(instance)
+            if pipeline:
+                attributes["db.operation.name"] = "PIPELINE"
+            elif args:
+                name = args[0]
+                attributes["db.operation.name"] = (name.decode() if isinstance(name, bytes) else str(name)).upper()
+            if error is not None:
+                attributes["error.type"] = type(error).__qualname__
+            duration.record(perf_counter() - start, attributes)
+        except Exception:  # noqa: BLE001 - never break a command for telemetry
+            _log.debug("otel_setup: redis metric failed", exc_info=True)
+
+    if is_async:
+
+        async def async_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            start = perf_counter()
+            try:
+                result = await wrapped(*args, **kwargs)
+            except BaseException as exc:
+                measure(instance, args, start, exc)
+                raise
+            measure(instance, args, start, None)
+            return result
+
+        return async_wrapper
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        start = perf_counter()
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            measure(instance, args, start, exc)
+            raise
+        measure(instance, args, start, None)
+        return result
+
+    return wrapper
+
+
+def instrument_redis(*, tracer_provider: TracerProvider, meter_provider: MeterProvider) -> bool:
+    """Returns False when redis-py or contrib's instrumentation is missing, or already done."""
+    if _wrapped:
+        return False
+    try:
+        import redis
+        import redis.asyncio
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
+        from wrapt import wrap_function_wrapper
+    except ImportError:
+        _log.info("otel_setup: redis instrumentation skipped (redis or opentelemetry-instrumentation-redis missing)")
+        return False
+    instrumentor = RedisInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(tracer_provider=tracer_provider, raise_exception_on_conflict=True)
+    duration = meter_provider.get_meter(_SCOPE_NAME, __version__).create_histogram(
+        "db.client.operation.duration",
+        unit="s",
+        description="Duration of database client operations.",
+        explicit_bucket_boundaries_advisory=list(_DB_BUCKETS),
+    )
+    targets = (
+        (redis.client, "Redis.execute_command", False, False),
+        (redis.client, "Pipeline.execute", True, False),
+        (redis.asyncio.client, "Redis.execute_command", False, True),
+        (redis.asyncio.client, "Pipeline.execute", True, True),
+    )
+    for module, name, pipeline, is_async in targets:
+        wrap_function_wrapper(module, name, _command_wrapper(duration, pipeline, is_async))
+        _wrapped.append((module, name))
+    return True
+
+
+def uninstrument_redis() -> None:
+    if not _wrapped:
+        return
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+    from opentelemetry.instrumentation.utils import unwrap
+
+    for module, name in reversed(_wrapped):
+        owner_name, _, attribute = name.partition(".")
+        unwrap(getattr(module, owner_name), attribute)
+    _wrapped.clear()
+    RedisInstrumentor().uninstrument()

@@ -1,0 +1,291 @@
+"""Resource, sampler, providers and exporters, built from resolved settings.
+
+Nothing here touches OpenTelemetry's global state or the environment: the
+caller decides what becomes global, and every exporter receives its endpoint,
+headers and timeout as arguments (the SDK would otherwise read them from the
+environment on its own, with its 10 s timeout).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    Sampler,
+    TraceIdRatioBased,
+)
+from opentelemetry.sdk.version import __version__ as sdk_version
+
+from otel_setup._settings import Settings
+
+__all__ = ["Providers", "build_providers", "build_resource", "build_sampler", "run_within"]
+
+_log = logging.getLogger("otel_setup")
+
+# Request-duration buckets: the semantic-conventions advisory set plus 0.2 s
+# and 2 s, so the "p95 < 200 ms" objective and the 2 s alert threshold fall
+# exactly on a bucket boundary instead of being interpolated.
+DURATION_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.2, 0.25, 0.5, 0.75, 1.0, 2.0, 2.5, 5.0, 7.5, 10.0,
+)
+
+
+def build_resource(settings: Settings, *, default_name: str | None, default_version: str | None) -> Resource:
+    """Resource from arguments, `OTEL_RESOURCE_ATTRIBUTES` and the app, with a per-process instance id."""
+    attributes: dict[str, Any] = {
+        "telemetry.sdk.language": "python",
+        "telemetry.sdk.name": "opentelemetry",
+        "telemetry.sdk.version": sdk_version,
+        "telemetry.distro.name": "otel_setup",
+    }
+    attributes.update(settings.resource_attributes)
+    legacy_environment = attributes.pop("deployment.environment", None)
+    if settings.service_name:
+        attributes["service.name"] = settings.service_name
+    attributes.setdefault("service.name", default_name or "unknown_service")
+    if settings.service_version:
+        attributes["service.version"] = settings.service_version
+    if default_version and "service.version" not in attributes:
+        attributes["service.version"] = default_version
+    if settings.environment:
+        attributes["deployment.environment.name"] = settings.environment
+    elif legacy_environment and "deployment.environment.name" not in attributes:
+        attributes["deployment.environment.name"] = legacy_environment
+    # Unique per process: N workers of one service must stay N series.
+    attributes.setdefault("service.instance.id", str(uuid.uuid4()))
+    attributes["process.pid"] = os.getpid()
+    return Resource(attributes)
+
+
+def build_sampler(settings: Settings) -> Sampler:
+    name: str = settings.sampler
+    ratio: float = settings.sampling_ratio
+    if name == "always_on":
+        return ALWAYS_ON
+    if name == "always_off":
+        return ALWAYS_OFF
+    if name == "traceidratio":
+        return TraceIdRatioBased(ratio)
+    if name == "parentbased_always_on":
+        return ParentBased(ALWAYS_ON)
+    if name == "parentbased_always_off":
+        return ParentBased(ALWAYS_OFF)
+    return ParentBased(TraceIdRatioBased(ratio))
+
+
+def _traces_exporter_name(settings: Settings) -> str:
+    if settings.traces_exporter:
+        return str(settings.traces_exporter)
+    return "otlp" if settings.signal_endpoint("traces") else "none"
+
+
+def _metrics_exporter_names(settings: Settings) -> tuple[str, ...]:
+    if settings.metrics_exporter:
+        return tuple(n for n in settings.metrics_exporter if n != "none")
+    if settings.signal_endpoint("metrics"):
+        return ("prometheus", "otlp")
+    return ("prometheus",)
+
+
+def _default_endpoint(settings: Settings, signal: str) -> str:
+    """The standard local collector address, used only when OTLP was asked for explicitly."""
+    if settings.signal_protocol(signal) == "grpc":
+        return "http://localhost:4317"
+    return f"http://localhost:4318/v1/{signal}"
+
+
+def _span_exporter(settings: Settings) -> SpanExporter:
+    endpoint = settings.signal_endpoint("traces") or _default_endpoint(settings, "traces")
+    headers = dict(settings.otlp_headers)
+    timeout: float = settings.otlp_timeout
+    if settings.signal_protocol("traces") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
+
+        return GrpcSpanExporter(
+            endpoint=endpoint, insecure=endpoint.startswith("http://"), headers=headers, timeout=timeout
+        )
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
+
+    return HttpSpanExporter(endpoint=endpoint, headers=headers, timeout=timeout)
+
+
+def _otlp_metric_reader(settings: Settings) -> MetricReader:
+    endpoint = settings.signal_endpoint("metrics") or _default_endpoint(settings, "metrics")
+    headers = dict(settings.otlp_headers)
+    timeout: float = settings.otlp_timeout
+    exporter: Any
+    if settings.signal_protocol("metrics") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetricExporter
+
+        exporter = GrpcMetricExporter(
+            endpoint=endpoint, insecure=endpoint.startswith("http://"), headers=headers, timeout=timeout
+        )
+    else:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
+
+        exporter = HttpMetricExporter(endpoint=endpoint, headers=headers, timeout=timeout)
+    return PeriodicExportingMetricReader(
+        exporter,
+        export_interval_millis=settings.metric_export_interval,
+        export_timeout_millis=timeout * 1000,
+    )
+
+
+def _log_exporter(settings: Settings) -> Any:
+    endpoint = settings.signal_endpoint("logs") or _default_endpoint(settings, "logs")
+    headers = dict(settings.otlp_headers)
+    timeout: float = settings.otlp_timeout
+    if settings.signal_protocol("logs") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
+
+        return GrpcLogExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"), headers=headers, timeout=timeout)
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogExporter
+
+    return HttpLogExporter(endpoint=endpoint, headers=headers, timeout=timeout)
+
+
+@dataclass
+class Providers:
+    """What ``configure()`` built; integrations receive these, never the globals."""
+
+    resource: Resource
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+    logger_provider: Any | None
+    prometheus_registry: Any | None
+    exporters: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def shutdown_steps(self) -> list[Callable[[], object]]:
+        steps: list[Callable[[], object]] = [self.tracer_provider.shutdown, self.meter_provider.shutdown]
+        if self.logger_provider is not None:
+            steps.append(self.logger_provider.shutdown)
+        return steps
+
+    def flush_steps(self, timeout_millis: int) -> list[Callable[[], object]]:
+        steps: list[Callable[[], object]] = [
+            lambda: self.tracer_provider.force_flush(timeout_millis),
+            lambda: self.meter_provider.force_flush(timeout_millis),
+        ]
+        if self.logger_provider is not None:
+            logger_provider = self.logger_provider
+            steps.append(lambda: logger_provider.force_flush(timeout_millis))
+        return steps
+
+
+def build_providers(settings: Settings, resource: Resource) -> Providers:
+    limit: int = settings.attribute_value_length_limit
+    # Every limit is passed explicitly: SpanLimits reads the environment for
+    # any it is not given.
+    limits = SpanLimits(
+        max_attributes=128,
+        max_events=128,
+        max_links=128,
+        max_event_attributes=128,
+        max_link_attributes=128,
+        max_attribute_length=limit,
+        max_span_attributes=128,
+        max_span_attribute_length=limit,
+    )
+    # shutdown_on_exit=False: the SDK's atexit hook has no deadline (30 s
+    # against a hung collector); Telemetry.shutdown() owns the exit path.
+    tracer_provider = TracerProvider(
+        sampler=build_sampler(settings), resource=resource, span_limits=limits, shutdown_on_exit=False
+    )
+    traces = _traces_exporter_name(settings)
+    if traces == "otlp":
+        tracer_provider.add_span_processor(
+            BatchSpanProcessor(
+                _span_exporter(settings),
+                max_queue_size=2048,
+                schedule_delay_millis=1000,
+                max_export_batch_size=512,
+                export_timeout_millis=int(settings.otlp_timeout * 1000),
+            )
+        )
+    elif traces == "console":
+        tracer_provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+
+    readers: list[MetricReader] = []
+    registry: Any | None = None
+    metric_exporters = _metrics_exporter_names(settings)
+    if "prometheus" in metric_exporters:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from prometheus_client import CollectorRegistry
+
+        # A registry of our own: configure() in a test or a second app must
+        # never collide with whatever else registered in prometheus_client's
+        # global REGISTRY.
+        registry = CollectorRegistry(auto_describe=True)
+        readers.append(PrometheusMetricReader(registry=registry))
+    if "otlp" in metric_exporters:
+        readers.append(_otlp_metric_reader(settings))
+    if "console" in metric_exporters:
+        readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
+    meter_provider = MeterProvider(metric_readers=readers, resource=resource, shutdown_on_exit=False)
+
+    logger_provider: Any | None = None
+    logs = settings.logs_exporter or "none"
+    if logs != "none":
+        from opentelemetry.sdk._logs import LoggerProvider
+        from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogExporter
+
+        logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+        exporter = _log_exporter(settings) if logs == "otlp" else ConsoleLogExporter()
+        logger_provider.add_log_record_processor(
+            BatchLogRecordProcessor(exporter, export_timeout_millis=int(settings.otlp_timeout * 1000))
+        )
+
+    return Providers(
+        resource=resource,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        logger_provider=logger_provider,
+        prometheus_registry=registry,
+        exporters={"traces": (traces,), "metrics": metric_exporters or ("none",), "logs": (logs,)},
+    )
+
+
+def run_within(steps: Sequence[Callable[[], object]], timeout: float, what: str) -> bool:
+    """Run ``steps`` in a daemon thread; give up waiting after ``timeout`` seconds.
+
+    The SDK's shutdown and flush calls take no deadline (and its flush ignores
+    the one it is given), so a hung collector would hold the caller for 30 s.
+    The thread is a daemon so an abandoned export never delays process exit.
+    Returns True only when every step finished in time and none reported failure.
+    """
+    outcome: list[bool] = []
+
+    def run() -> None:
+        ok = True
+        for step in steps:
+            try:
+                result = step()
+            except Exception:  # noqa: BLE001 - telemetry teardown must not raise into the app
+                _log.warning("otel_setup: %s step failed", what, exc_info=True)
+                ok = False
+            else:
+                if result is False:
+                    ok = False
+        outcome.append(ok)
+
+    worker = threading.Thread(target=run, name=f"otel-setup-{what}", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        _log.warning("otel_setup: %s did not finish within %.1f s; continuing without waiting", what, timeout)
+        return False
+    return bool(outcome and outcome[0])

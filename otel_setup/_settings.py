@@ -1,0 +1,402 @@
+"""Every setting the package understands, declared once, resolved once.
+
+This module is the only place that reads ``os.environ``, and it does so only
+when :func:`resolve` runs (that is, inside ``configure()``), never at import.
+Precedence, for every setting: keyword argument > environment variable >
+default. A value that cannot be used raises :class:`OtelSetupConfigError`
+naming the argument or variable, the value received and what is allowed, so
+the service fails at startup rather than running blind.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Generic, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from otel_setup._errors import OtelSetupConfigError
+
+__all__ = ["SETTINGS", "Setting", "Settings", "resolve"]
+
+T = TypeVar("T")
+
+SAMPLERS: Final = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+PROTOCOLS: Final = ("http/protobuf", "grpc")
+TRACES_EXPORTERS: Final = ("otlp", "console", "none")
+METRICS_EXPORTERS: Final = ("prometheus", "otlp", "console", "none")
+LOGS_EXPORTERS: Final = ("otlp", "console", "none")
+LOG_FORMATS: Final = ("json", "console")
+INSTRUMENTATIONS: Final = ("fastapi", "sqlalchemy", "redis", "httpx")
+_TRUE: Final = frozenset({"true", "1", "yes", "on"})
+_FALSE: Final = frozenset({"false", "0", "no", "off", ""})
+
+
+# --- coercion: each takes the raw value (a string from the environment, or
+# whatever a keyword argument received) and the name to blame in the error.
+
+
+def _text(value: object, name: str) -> str:
+    if not isinstance(value, str):
+        raise OtelSetupConfigError(name, value, "a string")
+    return value.strip()
+
+
+def _optional_text(value: object, name: str) -> str | None:
+    if value is None:
+        return None
+    text = _text(value, name)
+    return text or None
+
+
+def _boolean(value: object, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise OtelSetupConfigError(name, value, "true or false")
+
+
+def _ratio(value: object, name: str) -> float:
+    allowed = "a number between 0 and 1"
+    try:
+        number = float(value) if isinstance(value, (int, float, str)) and not isinstance(value, bool) else math.nan
+    except ValueError:
+        raise OtelSetupConfigError(name, value, allowed) from None
+    if not 0.0 <= number <= 1.0:  # also rejects NaN
+        raise OtelSetupConfigError(name, value, allowed)
+    return number
+
+
+def _positive_seconds(limit: float) -> Callable[[object, str], float]:
+    def coerce(value: object, name: str) -> float:
+        allowed = f"a number of seconds greater than 0 and at most {limit:g}"
+        try:
+            number = float(value) if isinstance(value, (int, float, str)) and not isinstance(value, bool) else math.nan
+        except ValueError:
+            raise OtelSetupConfigError(name, value, allowed) from None
+        if not 0.0 < number <= limit:
+            raise OtelSetupConfigError(name, value, allowed)
+        return number
+
+    return coerce
+
+
+def _milliseconds(value: object, name: str) -> int:
+    allowed = "a whole number of milliseconds between 100 and 3600000"
+    try:
+        number = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else -1
+    except ValueError:
+        raise OtelSetupConfigError(name, value, allowed) from None
+    if not 100 <= number <= 3_600_000:
+        raise OtelSetupConfigError(name, value, allowed)
+    return number
+
+
+def _positive_int(value: object, name: str) -> int:
+    allowed = "a whole number greater than 0"
+    try:
+        number = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else -1
+    except ValueError:
+        raise OtelSetupConfigError(name, value, allowed) from None
+    if number <= 0:
+        raise OtelSetupConfigError(name, value, allowed)
+    return number
+
+
+def _optional_port(value: object, name: str) -> int | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    allowed = "a TCP port between 1 and 65535"
+    try:
+        number = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else -1
+    except ValueError:
+        raise OtelSetupConfigError(name, value, allowed) from None
+    if not 1 <= number <= 65535:
+        raise OtelSetupConfigError(name, value, allowed)
+    return number
+
+
+def _choice(choices: Sequence[str]) -> Callable[[object, str], str]:
+    def coerce(value: object, name: str) -> str:
+        text = _text(value, name).lower()
+        if text not in choices:
+            raise OtelSetupConfigError(name, value, "one of " + ", ".join(choices))
+        return text
+
+    return coerce
+
+
+def _optional_choice(choices: Sequence[str]) -> Callable[[object, str], str | None]:
+    strict = _choice(choices)
+
+    def coerce(value: object, name: str) -> str | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return strict(value, name)
+
+    return coerce
+
+
+def _choices(choices: Sequence[str]) -> Callable[[object, str], tuple[str, ...] | None]:
+    def coerce(value: object, name: str) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise OtelSetupConfigError(name, value, "a comma-separated list of " + ", ".join(choices))
+        picked: list[str] = []
+        for item in items:
+            text = str(item).strip().lower()
+            if not text:
+                continue
+            if text not in choices:
+                raise OtelSetupConfigError(name, value, "a comma-separated list of " + ", ".join(choices))
+            if text not in picked:
+                picked.append(text)
+        return tuple(picked) if picked else None
+
+    return coerce
+
+
+def _names(value: object, name: str) -> frozenset[str]:
+    if isinstance(value, str):
+        return frozenset(part.strip().lower() for part in value.split(",") if part.strip())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return frozenset(str(part).strip().lower() for part in value)
+    raise OtelSetupConfigError(name, value, "a comma-separated list of names")
+
+
+def mask_url(url: str) -> str:
+    """Hide userinfo so an error message never prints a credential."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return parts._replace(netloc=f"REDACTED@{host}{port}").geturl()
+
+
+def _endpoint(value: object, name: str) -> str | None:
+    if value is None:
+        return None
+    text = _text(value, name)
+    if not text:
+        return None
+    allowed = "an http:// or https:// URL with a host, such as http://127.0.0.1:4318"
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise OtelSetupConfigError(name, mask_url(text) if "@" in text else text, allowed) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise OtelSetupConfigError(name, mask_url(text), allowed)
+    return text
+
+
+def _key_values(secret: bool) -> Callable[[object, str], dict[str, str]]:
+    def coerce(value: object, name: str) -> dict[str, str]:
+        if value is None:
+            return {}
+        if isinstance(value, Mapping):
+            return {str(k): str(v) for k, v in value.items()}
+        text = _text(value, name)
+        result: dict[str, str] = {}
+        for pair in text.split(","):
+            if not pair.strip():
+                continue
+            key, sep, item = pair.partition("=")
+            if not sep or not key.strip():
+                shown = "<hidden>" if secret else value
+                raise OtelSetupConfigError(name, shown, "comma-separated key=value pairs")
+            result[unquote(key.strip())] = unquote(item.strip())
+        return result
+
+    return coerce
+
+
+def _patterns(value: object, name: str) -> tuple[re.Pattern[str], ...]:
+    if value is None:
+        return ()
+    items = [p for p in value.split(",")] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise OtelSetupConfigError(name, value, "a comma-separated list of path regular expressions")
+    compiled: list[re.Pattern[str]] = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        try:
+            compiled.append(re.compile(text))
+        except re.error:
+            raise OtelSetupConfigError(name, value, "valid regular expressions matched against the whole path") from None
+    return tuple(compiled)
+
+
+def _path(value: object, name: str) -> str | None:
+    """A URL path to serve on, or None (also from ``False``/``""``) for off."""
+    if value is None or value is False:
+        return None
+    text = _text(value, name)
+    if not text or text.lower() in ("off", "false", "none"):
+        return None
+    if not text.startswith("/") or any(c in text for c in "?#{} "):
+        raise OtelSetupConfigError(name, value, "a path starting with '/', or 'off'")
+    return text.rstrip("/") or "/"
+
+
+@dataclass(frozen=True)
+class Setting(Generic[T]):
+    """One setting: its keyword, the variables it reads, how to parse, the default."""
+
+    name: str
+    env: tuple[str, ...]
+    coerce: Callable[[object, str], T]
+    default: T
+    doc: str
+    secret: bool = False
+
+
+SETTINGS: Final[tuple[Setting[Any], ...]] = (
+    Setting("disabled", ("OTEL_SDK_DISABLED",), _boolean, False, "Turn all telemetry off; the app keeps serving."),
+    Setting("service_name", ("OTEL_SERVICE_NAME",), _optional_text, None,
+            "`service.name`; falls back to `OTEL_RESOURCE_ATTRIBUTES`, then the FastAPI title."),
+    Setting("service_version", ("OTEL_SETUP_SERVICE_VERSION",), _optional_text, None,
+            "`service.version`; falls back to `OTEL_RESOURCE_ATTRIBUTES`, then the FastAPI version."),
+    Setting("environment", ("OTEL_SETUP_ENVIRONMENT", "ENVIRONMENT"), _optional_text, None,
+            "`deployment.environment.name`; falls back to `OTEL_RESOURCE_ATTRIBUTES`."),
+    Setting("resource_attributes", ("OTEL_RESOURCE_ATTRIBUTES",), _key_values(False), {},
+            "Extra resource attributes, `key=value,key2=value2`."),
+    Setting("traces_exporter", ("OTEL_TRACES_EXPORTER",), _optional_choice(TRACES_EXPORTERS), None,
+            "`otlp`, `console` or `none`; default `otlp` when an OTLP endpoint is set, else `none`."),
+    Setting("metrics_exporter", ("OTEL_METRICS_EXPORTER",), _choices(METRICS_EXPORTERS), None,
+            "Comma list of `prometheus`, `otlp`, `console`, `none`; default `prometheus`, plus `otlp` "
+            "when an OTLP endpoint is set."),
+    Setting("logs_exporter", ("OTEL_LOGS_EXPORTER",), _optional_choice(LOGS_EXPORTERS), None,
+            "`otlp`, `console` or `none` (default) for OTel log records."),
+    Setting("otlp_endpoint", ("OTEL_EXPORTER_OTLP_ENDPOINT",), _endpoint, None,
+            "Collector base URL; `/v1/<signal>` is appended for http/protobuf."),
+    Setting("otlp_traces_endpoint", ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",), _endpoint, None,
+            "Full URL for spans, used as is."),
+    Setting("otlp_metrics_endpoint", ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",), _endpoint, None,
+            "Full URL for metrics, used as is."),
+    Setting("otlp_logs_endpoint", ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",), _endpoint, None,
+            "Full URL for logs, used as is."),
+    Setting("otlp_protocol", ("OTEL_EXPORTER_OTLP_PROTOCOL",), _choice(PROTOCOLS), "http/protobuf",
+            "`http/protobuf` (default, fork-safe) or `grpc`."),
+    Setting("otlp_traces_protocol", ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",), _optional_choice(PROTOCOLS), None,
+            "Per-signal protocol override."),
+    Setting("otlp_metrics_protocol", ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",), _optional_choice(PROTOCOLS), None,
+            "Per-signal protocol override."),
+    Setting("otlp_logs_protocol", ("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",), _optional_choice(PROTOCOLS), None,
+            "Per-signal protocol override."),
+    Setting("otlp_headers", ("OTEL_EXPORTER_OTLP_HEADERS",), _key_values(True), {},
+            "Headers for every OTLP request, `key=value,...` (values are never logged).", secret=True),
+    Setting("otlp_timeout", ("OTEL_EXPORTER_OTLP_TIMEOUT",), _positive_seconds(60.0), 5.0,
+            "Seconds one export may take, retries included (the SDK's own default is 10)."),
+    Setting("sampler", ("OTEL_TRACES_SAMPLER",), _choice(SAMPLERS), "parentbased_traceidratio",
+            "Head sampler for spans; metrics are never sampled."),
+    Setting("sampling_ratio", ("OTEL_TRACES_SAMPLER_ARG",), _ratio, 0.1,
+            "Ratio for the `traceidratio` samplers; changes the default sampler's ratio on its own."),
+    Setting("metric_export_interval", ("OTEL_METRIC_EXPORT_INTERVAL",), _milliseconds, 15_000,
+            "Milliseconds between OTLP metric pushes."),
+    Setting("attribute_value_length_limit", ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",), _positive_int, 2048,
+            "Longest attribute value kept on spans and log records."),
+    Setting("metrics_path", ("OTEL_SETUP_METRICS_PATH",), _path, "/metrics",
+            "Path of the Prometheus endpoint on the app, or `off`."),
+    Setting("metrics_port", ("OTEL_SETUP_METRICS_PORT",), _optional_port, None,
+            "Serve Prometheus text on this port (own listener) instead of on the app."),
+    Setting("metrics_host", ("OTEL_SETUP_METRICS_HOST",), _text, "127.0.0.1",
+            "Address the separate metrics listener binds to."),
+    Setting("health_path", ("OTEL_SETUP_HEALTH_PATH",), _path, "/health", "Liveness path, or `off`."),
+    Setting("ready_path", ("OTEL_SETUP_READY_PATH",), _path, "/ready", "Readiness path, or `off`."),
+    Setting("ready_timeout", ("OTEL_SETUP_READY_TIMEOUT",), _positive_seconds(30.0), 1.0,
+            "Seconds each readiness check may take."),
+    Setting("excluded_urls", ("OTEL_SETUP_EXCLUDED_URLS",), _patterns, (),
+            "Extra paths (regular expressions, matched against the whole path) left out of traces and metrics."),
+    Setting("disabled_instrumentations", ("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS",), _names, frozenset(),
+            "Comma list of instrumentations to skip: fastapi, sqlalchemy, redis, httpx."),
+    Setting("shutdown_timeout", ("OTEL_SETUP_SHUTDOWN_TIMEOUT",), _positive_seconds(120.0), 5.0,
+            "Seconds `shutdown()` may take, even when the collector hangs."),
+    Setting("log_format", ("OTEL_SETUP_LOG_FORMAT",), _choice(LOG_FORMATS), "json",
+            "Log rendering: `json` or `console`."),
+)
+
+_BY_NAME: Final = {setting.name: setting for setting in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved values, plus where each one came from (for diagnostics)."""
+
+    values: Mapping[str, Any]
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def signal_endpoint(self, signal: str) -> str | None:
+        """The URL one signal is pushed to, or None when nothing is configured."""
+        specific: str | None = self.values[f"otlp_{signal}_endpoint"]
+        if specific:
+            return specific
+        base: str | None = self.values["otlp_endpoint"]
+        if not base:
+            return None
+        if self.signal_protocol(signal) == "grpc":
+            return base
+        return base.rstrip("/") + f"/v1/{signal}"
+
+    def signal_protocol(self, signal: str) -> str:
+        specific: str | None = self.values[f"otlp_{signal}_protocol"]
+        return specific or str(self.values["otlp_protocol"])
+
+    def masked(self) -> dict[str, Any]:
+        """Values safe to print: secrets and URL credentials hidden."""
+        shown: dict[str, Any] = {}
+        for name, value in self.values.items():
+            if _BY_NAME[name].secret and value:
+                shown[name] = {key: "<hidden>" for key in value}
+            elif isinstance(value, str) and "@" in value and "://" in value:
+                shown[name] = mask_url(value)
+            else:
+                shown[name] = value
+        return shown
+
+
+def resolve(options: Mapping[str, object], environ: Mapping[str, str] | None = None) -> Settings:
+    """Apply keyword argument > environment variable > default to every setting."""
+    env = os.environ if environ is None else environ
+    unknown = sorted(set(options) - set(_BY_NAME))
+    if unknown:
+        raise OtelSetupConfigError(unknown[0], options[unknown[0]], "one of the keyword arguments " + ", ".join(sorted(_BY_NAME)))
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for setting in SETTINGS:
+        if setting.name in options and options[setting.name] is not None:
+            values[setting.name] = setting.coerce(options[setting.name], setting.name)
+            sources[setting.name] = "argument"
+            continue
+        for variable in setting.env:
+            raw = env.get(variable)
+            if raw is not None and raw.strip() != "":
+                values[setting.name] = setting.coerce(raw, variable)
+                sources[setting.name] = f"env:{variable}"
+                break
+        else:
+            values[setting.name] = setting.default
+            sources[setting.name] = "default"
+    return Settings(values=values, sources=sources)

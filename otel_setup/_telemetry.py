@@ -1,0 +1,184 @@
+"""The handle ``configure()`` returns: providers, readiness checks, flush and shutdown."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.trace import NoOpTracerProvider, TracerProvider
+
+from otel_setup._providers import Providers, run_within
+from otel_setup._settings import Settings
+from otel_setup.health import Readiness, ReadinessCheck, health_endpoint, ready_endpoint
+
+__all__ = ["Telemetry"]
+
+_log = logging.getLogger("otel_setup")
+
+
+class Telemetry:
+    """What is running, and the way to stop it within a deadline."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        providers: Providers | None,
+        *,
+        excluded_patterns: tuple[Any, ...] = (),
+        shutdown_on_lifespan: bool = True,
+        instrumentations: dict[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._providers = providers
+        self.readiness = Readiness(timeout=settings.ready_timeout)
+        self.instrumentations: dict[str, str] = dict(instrumentations or {})
+        """Each instrumentation's state: ``active``, or why it is not."""
+        self._excluded_patterns = excluded_patterns
+        self._shutdown_on_lifespan = shutdown_on_lifespan
+        self._apps: list[Any] = []
+        self._lock = threading.Lock()
+        self._shut_down = False
+        self._metrics_server: Any | None = None
+        self._cleanups: list[Callable[[], None]] = []
+
+    # --- what is running -------------------------------------------------
+
+    @property
+    def enabled(self) -> bool:
+        """False when ``OTEL_SDK_DISABLED`` (or ``disabled=True``) turned telemetry off."""
+        return self._providers is not None
+
+    @property
+    def resource(self) -> Resource:
+        return self._providers.resource if self._providers else Resource.get_empty()
+
+    @property
+    def tracer_provider(self) -> TracerProvider:
+        return self._providers.tracer_provider if self._providers else NoOpTracerProvider()
+
+    @property
+    def meter_provider(self) -> MeterProvider:
+        return self._providers.meter_provider if self._providers else NoOpMeterProvider()
+
+    @property
+    def logger_provider(self) -> Any | None:
+        return self._providers.logger_provider if self._providers else None
+
+    @property
+    def prometheus_registry(self) -> Any | None:
+        """The ``prometheus_client`` registry behind ``/metrics`` (None when Prometheus is off)."""
+        return self._providers.prometheus_registry if self._providers else None
+
+    @property
+    def exporters(self) -> dict[str, tuple[str, ...]]:
+        return dict(self._providers.exporters) if self._providers else {}
+
+    # --- app wiring ------------------------------------------------------
+
+    def add_readiness_check(self, name: str, check: ReadinessCheck) -> None:
+        """Register a check run by ``/ready``; a same-named check is replaced."""
+        self.readiness.add(name, check)
+
+    def instrument_app(self, app: Any) -> None:
+        """Serve the probe and metrics routes on ``app`` and trace it (once per app)."""
+        from otel_setup._integrations.fastapi import disable_native_telemetry, instrument_app, is_instrumented
+
+        if any(existing is app for existing in self._apps) or is_instrumented(app):
+            return
+        self._apps.append(app)
+        self._add_routes(app)
+        if self._providers is None:
+            disable_native_telemetry(app)
+            return
+        if self.instrumentations.get("fastapi") != "active":
+            return
+        excluded = [p for p in (self.settings.health_path, self.settings.ready_path) if p]
+        if self.settings.metrics_path and self._providers.prometheus_registry is not None:
+            excluded.append(self.settings.metrics_path)
+        instrument_app(
+            app,
+            tracer_provider=self._providers.tracer_provider,
+            meter_provider=self._providers.meter_provider,
+            excluded_paths=excluded,
+            excluded_patterns=self._excluded_patterns,
+            on_shutdown=self.shutdown if self._shutdown_on_lifespan else None,
+        )
+
+    def _add_routes(self, app: Any) -> None:
+        from starlette.routing import Route
+
+        routes: list[Any] = []
+        if self.settings.health_path:
+            routes.append(Route(self.settings.health_path, health_endpoint(), methods=["GET"], include_in_schema=False))
+        if self.settings.ready_path:
+            routes.append(
+                Route(self.settings.ready_path, ready_endpoint(self.readiness), methods=["GET"], include_in_schema=False)
+            )
+        registry = self.prometheus_registry
+        if registry is not None and self.settings.metrics_path and self.settings.metrics_port is None:
+            routes.append(Route(self.settings.metrics_path, _metrics_endpoint(registry), methods=["GET"], include_in_schema=False))
+        # First in the table, so a catch-all route of the app cannot shadow them.
+        app.router.routes[0:0] = routes
+
+    def start_metrics_server(self) -> None:
+        registry = self.prometheus_registry
+        port = self.settings.metrics_port
+        if registry is None or port is None or self._metrics_server is not None:
+            return
+        from prometheus_client import start_http_server
+
+        server, _thread = start_http_server(port, addr=self.settings.metrics_host, registry=registry)
+        self._metrics_server = server
+
+    def add_cleanup(self, cleanup: Callable[[], None]) -> None:
+        self._cleanups.append(cleanup)
+
+    # --- flush and shutdown ----------------------------------------------
+
+    def force_flush(self, timeout: float = 5.0) -> bool:
+        """Export what is queued; True only if it finished within ``timeout`` seconds."""
+        if self._providers is None:
+            return True
+        return run_within(self._providers.flush_steps(int(timeout * 1000)), timeout, "flush")
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Flush and stop every provider, returning within ``timeout`` seconds.
+
+        Defaults to ``OTEL_SETUP_SHUTDOWN_TIMEOUT`` (5 s). Safe to call more
+        than once; later calls return True at once.
+        """
+        with self._lock:
+            if self._shut_down:
+                return True
+            self._shut_down = True
+        deadline = float(self.settings.shutdown_timeout if timeout is None else timeout)
+        for cleanup in self._cleanups:
+            try:
+                cleanup()
+            except Exception:  # noqa: BLE001 - keep shutting the rest down
+                _log.debug("otel_setup: cleanup failed", exc_info=True)
+        if self._metrics_server is not None:
+            threading.Thread(target=self._metrics_server.shutdown, daemon=True).start()
+        if self._providers is None:
+            return True
+        return run_within(self._providers.shutdown_steps(), deadline, "shutdown")
+
+    @property
+    def is_shut_down(self) -> bool:
+        return self._shut_down
+
+
+def _metrics_endpoint(registry: Any) -> Callable[[Any], Any]:
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    from starlette.responses import Response
+
+    def metrics(request: Any) -> Any:
+        # A sync endpoint: Starlette runs it in a thread, so collecting a
+        # large registry never stalls the event loop.
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return metrics
