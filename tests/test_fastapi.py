@@ -1,0 +1,262 @@
+"""FastAPI server spans and RED metrics, checked on the OTLP wire and on /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, HTTPException
+
+import otel_setup
+from tests.support.otlp_receiver import OtlpReceiver
+
+
+def make_app() -> FastAPI:
+    app = FastAPI(title="shop", version="1.4.2")
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        return {"item_id": item_id}
+
+    @app.get("/healthcare")
+    async def healthcare() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    @app.get("/missing")
+    async def missing() -> None:
+        raise HTTPException(status_code=404)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("kaboom")
+
+    @app.get("/unavailable")
+    async def unavailable() -> None:
+        raise HTTPException(status_code=503)
+
+    return app
+
+
+def drive(app: FastAPI, requests: list[tuple[str, str]], headers: dict[str, str] | None = None) -> list[int]:
+    async def run() -> list[int]:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            return [(await client.request(m, p, headers=headers)).status_code for m, p in requests]
+
+    return asyncio.run(run())
+
+
+@pytest.fixture
+def traced(otlp_receiver: OtlpReceiver) -> Iterator[tuple[FastAPI, Any, OtlpReceiver]]:
+    app = make_app()
+    telemetry = otel_setup.configure(app, otlp_endpoint=otlp_receiver.endpoint, sampling_ratio=1.0)
+    yield app, telemetry, otlp_receiver
+
+
+def server_spans(receiver: OtlpReceiver) -> list[Any]:
+    return [s for s in receiver.spans() if s.kind == "SERVER"]
+
+
+def test_server_spans_arrive_over_otlp_http_with_stable_semconv(traced: tuple[FastAPI, Any, OtlpReceiver]) -> None:
+    app, telemetry, receiver = traced
+    assert drive(app, [("GET", "/items/42?lang=en&access_token=abc123")]) == [200]
+    assert telemetry.force_flush(5.0)
+    assert receiver.wait_for(lambda r: len(server_spans(r)) == 1)
+    (span,) = server_spans(receiver)
+    assert span.name == "GET /items/{item_id}"
+    assert span.parent_span_id == ""
+    assert span.scope_name == "otel_setup.fastapi"
+    assert span.status_code == "UNSET"
+    assert span.attributes["http.request.method"] == "GET"
+    assert span.attributes["http.route"] == "/items/{item_id}"
+    assert span.attributes["http.response.status_code"] == 200
+    assert span.attributes["url.path"] == "/items/42"
+    assert span.attributes["url.query"] == "lang=en&access_token=REDACTED"
+    assert span.attributes["url.scheme"] == "http"
+    assert span.attributes["network.protocol.version"] == "1.1"
+    assert "http.host" not in span.attributes and "http.target" not in span.attributes
+    resource = span.resource
+    assert resource["service.name"] == "shop"
+    assert resource["service.version"] == "1.4.2"
+    assert resource["service.instance.id"]
+    received = receiver.requests_for("traces") if hasattr(receiver, "requests_for") else None
+    assert received is None or all("user-agent" in {k.lower() for k in r.headers} for r in received)
+
+
+def test_errors_and_statuses(traced: tuple[FastAPI, Any, OtlpReceiver]) -> None:
+    app, telemetry, receiver = traced
+    assert drive(app, [("GET", "/boom"), ("GET", "/missing"), ("GET", "/unavailable"), ("GET", "/nowhere/7")]) == [
+        500,
+        404,
+        503,
+        404,
+    ]
+    telemetry.force_flush(5.0)
+    assert receiver.wait_for(lambda r: len(server_spans(r)) == 4)
+    by_name = {s.name: s for s in server_spans(receiver)}
+    boom = by_name["GET /boom"]
+    assert boom.status_code == "ERROR"
+    assert boom.attributes["error.type"] == "RuntimeError"
+    assert boom.attributes["http.response.status_code"] == 500
+    (event,) = [e for e in boom.events if e["name"] == "exception"]
+    assert event["attributes"]["exception.type"] == "RuntimeError"
+    assert event["attributes"]["exception.message"] == "kaboom"
+    missing = by_name["GET /missing"]
+    assert missing.status_code == "UNSET", "4xx is not a server error"
+    assert "error.type" not in missing.attributes
+    unavailable = by_name["GET /unavailable"]
+    assert unavailable.status_code == "ERROR"
+    assert unavailable.attributes["error.type"] == "503"
+    unmatched = by_name["GET"]
+    assert "http.route" not in unmatched.attributes, "an unmatched path never becomes a route"
+
+
+def test_unknown_method_is_other(traced: tuple[FastAPI, Any, OtlpReceiver]) -> None:
+    app, telemetry, receiver = traced
+    drive(app, [("FOOBAR", "/items/1")])
+    telemetry.force_flush(5.0)
+    assert receiver.wait_for(lambda r: len(server_spans(r)) == 1)
+    (span,) = server_spans(receiver)
+    assert span.name.startswith("HTTP")
+    assert span.attributes["http.request.method"] == "_OTHER"
+    assert span.attributes["http.request.method_original"] == "FOOBAR"
+
+
+def test_probe_and_metrics_paths_are_excluded_with_anchored_matching(traced: tuple[FastAPI, Any, OtlpReceiver]) -> None:
+    app, telemetry, receiver = traced
+    statuses = drive(app, [("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics"), ("GET", "/healthcare")])
+    assert statuses == [200, 200, 200, 200]
+    telemetry.force_flush(5.0)
+    assert receiver.wait_for(lambda r: len(server_spans(r)) >= 1)
+    assert [s.name for s in server_spans(receiver)] == ["GET /healthcare"]
+    routes = {p.attributes.get("http.route") for p in receiver.metric_points() if p.name == "http.server.request.duration"}
+    assert routes == {"/healthcare"}
+
+
+def test_exactly_one_instrumentation_runs_on_fastapi_with_native_telemetry(
+    traced: tuple[FastAPI, Any, OtlpReceiver],
+) -> None:
+    """FastAPI 0.142+ would add its own SERVER span and duration series; it is switched off."""
+    app, telemetry, receiver = traced
+    drive(app, [("GET", "/items/1"), ("GET", "/items/2")])
+    telemetry.force_flush(5.0)
+    assert receiver.wait_for(lambda r: len(server_spans(r)) >= 2)
+    spans = receiver.spans()
+    assert len(server_spans(receiver)) == 2
+    assert {s.scope_name for s in spans} == {"otel_setup.fastapi"}
+    duration_scopes = {p.scope_name for p in receiver.metric_points() if p.name == "http.server.request.duration"}
+    assert duration_scopes == {"otel_setup.fastapi"}
+    native = getattr(app, "_telemetry", None)
+    if native is not None:
+        assert native["tracing"] is False and native["metrics"] is False
+
+
+def test_red_metrics_on_prometheus_endpoint(traced: tuple[FastAPI, Any, OtlpReceiver]) -> None:
+    app, _telemetry, _receiver = traced
+    drive(app, [("GET", "/items/1")] * 3 + [("GET", "/boom")])
+    (text,) = [
+        r.text
+        for r in [
+            asyncio.run(
+                _get(app, "/metrics"),
+            )
+        ]
+    ]
+    lines = [line for line in text.splitlines() if line.startswith("http_server_request_duration_seconds_count")]
+    ok = [line for line in lines if 'http_route="/items/{item_id}"' in line]
+    assert len(ok) == 1 and ok[0].endswith(" 3.0")
+    assert 'http_request_method="GET"' in ok[0] and 'http_response_status_code="200"' in ok[0]
+    assert 'url_scheme="http"' in ok[0]
+    boom = [line for line in lines if 'http_route="/boom"' in line]
+    assert len(boom) == 1 and 'error_type="RuntimeError"' in boom[0] and boom[0].endswith(" 1.0")
+    assert not any("host" in line.split("{", 1)[1] for line in lines), "no Host-derived label"
+    assert 'le="0.2"' in text, "the p95 < 200 ms objective needs its own bucket boundary"
+    assert "http_server_active_requests" in text
+    assert 'service_instance_id="' in text.split("target_info{", 1)[1].split("}", 1)[0]
+
+
+async def _get(app: FastAPI, path: str) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        return await client.get(path)
+
+
+def test_metrics_are_never_sampled(otlp_receiver: OtlpReceiver) -> None:
+    """10 % head sampling: about 100 of 1,000 root requests traced, all 1,000 counted."""
+    app = make_app()
+    telemetry = otel_setup.configure(app, otlp_endpoint=otlp_receiver.endpoint)
+    drive(app, [("GET", f"/items/{i}") for i in range(1000)])
+    telemetry.force_flush(10.0)
+    otlp_receiver.wait_for(lambda r: any(p.name == "http.server.request.duration" for p in r.metric_points()))
+    sampled = len(server_spans(otlp_receiver))
+    assert 60 <= sampled <= 140, f"{sampled} of 1000 sampled; expected 10% +- 4%"
+    counts = [
+        p.count
+        for p in otlp_receiver.metric_points()
+        if p.name == "http.server.request.duration" and p.attributes.get("http.route") == "/items/{item_id}"
+    ]
+    assert counts and counts[-1] == 1000
+
+
+def test_remote_parent_is_honoured(traced: tuple[FastAPI, Any, OtlpReceiver]) -> None:
+    app, telemetry, receiver = traced
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    drive(app, [("GET", "/items/5")], headers={"traceparent": parent})
+    telemetry.force_flush(5.0)
+    assert receiver.wait_for(lambda r: len(server_spans(r)) == 1)
+    (span,) = server_spans(receiver)
+    assert span.trace_id == "0af7651916cd43dd8448eb211c80319c"
+    assert span.parent_span_id == "b7ad6b7169203331"
+
+
+def test_configure_twice_changes_nothing(traced: tuple[FastAPI, Any, OtlpReceiver]) -> None:
+    app, telemetry, receiver = traced
+    again = otel_setup.configure(app, sampling_ratio=0.0)
+    assert again is telemetry
+    routes = [getattr(r, "path", None) for r in app.router.routes]
+    assert routes.count("/metrics") == 1 and routes.count("/health") == 1 and routes.count("/ready") == 1
+    drive(app, [("GET", "/items/1")])
+    telemetry.force_flush(5.0)
+    assert receiver.wait_for(lambda r: len(server_spans(r)) >= 1)
+    assert len(server_spans(receiver)) == 1, "one middleware, one span"
+
+
+def test_sdk_disabled_serves_without_telemetry(monkeypatch: pytest.MonkeyPatch, otlp_receiver: OtlpReceiver) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_receiver.endpoint)
+    app = make_app()
+    telemetry = otel_setup.configure(app)
+    assert not telemetry.enabled
+    assert drive(app, [("GET", "/items/1"), ("GET", "/health"), ("GET", "/metrics")]) == [200, 200, 404]
+    assert telemetry.shutdown(1.0)
+    assert otlp_receiver.spans() == [] and otlp_receiver.metric_points() == []
+    from opentelemetry import trace
+
+    assert not trace.get_tracer_provider().get_tracer("x").start_span("y").is_recording()
+
+
+def test_configure_inside_lifespan(otlp_receiver: OtlpReceiver) -> None:
+    from contextlib import asynccontextmanager
+
+    from starlette.testclient import TestClient
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        telemetry = otel_setup.configure(app, otlp_endpoint=otlp_receiver.endpoint, sampling_ratio=1.0)
+        yield
+        telemetry.shutdown()
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/ping")
+    async def ping() -> str:
+        return "pong"
+
+    with TestClient(app) as client:
+        assert client.get("/ping").status_code == 200
+        assert client.get("/health").status_code == 200
+    assert otlp_receiver.wait_for(lambda r: len(server_spans(r)) == 1)
+    assert server_spans(otlp_receiver)[0].name == "GET /ping"
