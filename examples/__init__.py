@@ -1,0 +1,1 @@
+"""Runnable examples: the reference GW2 service and local stand-ins for its upstream APIs."""

@@ -1,0 +1,160 @@
+"""The example service: ``uvicorn examples.gw2_app.main:app``.
+
+Telemetry is one call right after the app is created; everything else is an ordinary FastAPI
+service. The database engine, the Redis client and the httpx clients are created when their
+modules are imported, before ``configure`` runs, as in most real code bases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+import structlog
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+import otel_setup
+
+from . import cache, db
+from .clients import UpstreamError, ai, gw2
+from .settings import settings
+
+log = structlog.get_logger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    """Create the tables at start; release connections at shutdown."""
+    await run_in_threadpool(db.create_tables)
+    yield
+    await gw2.aclose()
+    await ai.aclose()
+    await cache.close()
+    db.engine.dispose()
+
+
+app = FastAPI(title="GW2 companion (example)", lifespan=lifespan)
+telemetry = otel_setup.configure(app)
+telemetry.add_readiness_check("database", db.ping)
+telemetry.add_readiness_check("redis", cache.ping)
+
+
+@app.exception_handler(UpstreamError)
+async def upstream_error(_: Request, exc: UpstreamError) -> JSONResponse:
+    """Upstream trouble is answered with a short, safe message, never the upstream body."""
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+_key_header = APIKeyHeader(
+    name="X-GW2-Key", auto_error=False, description="Your Guild Wars 2 API key; forwarded to GW2 only."
+)
+
+
+def _gw2_key(value: Annotated[str | None, Depends(_key_header)]) -> str:
+    if not value or not value.strip():
+        raise HTTPException(401, "missing X-GW2-Key header")
+    return value.strip()
+
+
+GW2Key = Annotated[str, Depends(_gw2_key)]
+
+
+@app.get("/api/account")
+async def account(key: GW2Key) -> dict[str, Any]:
+    """The user's GW2 account, cached per key; each upstream fetch upserts the account row."""
+    cache_key = cache.key_for("account", key)
+    if (cached := await cache.get_json(cache_key)) is not None:
+        return cached
+    data = await gw2.account(key)
+    await cache.set_json(cache_key, data)
+    await run_in_threadpool(db.upsert_account, data)
+    log.info("account.refreshed", world=data.get("world"))
+    return data
+
+
+@app.get("/api/characters/{name}")
+async def character(name: str, key: GW2Key) -> dict[str, Any]:
+    cache_key = cache.key_for("character", key, name)
+    if (cached := await cache.get_json(cache_key)) is not None:
+        return cached
+    data = await gw2.character(key, name)
+    await cache.set_json(cache_key, data)
+    return data
+
+
+@app.get("/api/items/{item_id}")
+async def item(item_id: int) -> dict[str, Any]:
+    """Cache, then database, then the public GW2 catalogue (stored for next time)."""
+    cache_key = f"gw2:item:{item_id}"
+    if (cached := await cache.get_json(cache_key)) is not None:
+        return cached
+    data = await run_in_threadpool(db.get_item, item_id)
+    if data is None:
+        data = await gw2.item(item_id)
+        if data is None:
+            raise HTTPException(404, "no such item")
+        await run_in_threadpool(db.save_item, data)
+    await cache.set_json(cache_key, data, ttl_seconds=3600)
+    return data
+
+
+class BuildAdviceRequest(BaseModel):
+    profession: str = Field(min_length=3, max_length=32, examples=["Guardian"])
+    game_mode: Literal["pve", "fractals", "raids", "wvw", "pvp"] = "pve"
+    question: str | None = Field(default=None, max_length=500)
+
+
+class BuildAdvice(BaseModel):
+    advice: str
+    model: str
+    finish_reason: str | None
+    input_tokens: int
+    output_tokens: int
+
+
+@app.post("/api/ai/build-advice")
+async def build_advice(request: BuildAdviceRequest) -> BuildAdvice:
+    """Ask the AI API for a build suggestion; prompts are never logged."""
+    prompt = f"Suggest a {request.game_mode} build for a {request.profession}."
+    if request.question:
+        prompt += f" {request.question}"
+    body = await ai.chat(
+        [
+            {"role": "system", "content": "You are a concise Guild Wars 2 build advisor."},
+            {"role": "user", "content": prompt},
+        ]
+    )
+    choice = body["choices"][0]
+    usage = body.get("usage", {})
+    return BuildAdvice(
+        advice=choice["message"]["content"],
+        model=body.get("model", settings.ai_model),
+        finish_reason=choice.get("finish_reason"),
+        input_tokens=usage.get("prompt_tokens", 0),
+        output_tokens=usage.get("completion_tokens", 0),
+    )
+
+
+@app.get("/api/slow")
+async def slow(seconds: Annotated[float, Query(ge=0, le=10)] = 1.5) -> dict[str, float]:
+    """A deliberately slow route, to see latency in dashboards and alerts."""
+    await asyncio.sleep(seconds)
+    return {"slept_seconds": seconds}
+
+
+@app.get("/api/boom")
+async def boom() -> None:
+    """A deliberately failing route: an unhandled exception becomes a 500 and an error event."""
+    raise RuntimeError("boom: deliberate failure for the error-tracking demo")
+
+
+@app.get("/healthcare")
+async def healthcare() -> dict[str, str]:
+    """An ordinary route whose path starts like ``/health``; it must be traced and measured."""
+    return {"topic": "healthcare", "tip": "Druids and Tempests keep the squad alive."}
