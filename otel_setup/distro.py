@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
-from opentelemetry.instrumentation.distro import BaseDistro
+# mypy cannot resolve this name through contrib's partial typing; it exists since 0.x.
+from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 
 __all__ = ["OtelSetupConfigurator", "OtelSetupDistro"]
 
@@ -23,7 +24,7 @@ _log = logging.getLogger("otel_setup")
 COVERED: Final = frozenset({"fastapi", "asgi", "starlette", "sqlalchemy", "redis", "httpx"})
 
 
-class OtelSetupDistro(BaseDistro):  # type: ignore[misc] # contrib's base class is untyped
+class OtelSetupDistro(BaseDistro):  # type: ignore[misc] # the base resolves to Any for mypy
     """Skips contrib instrumentors that ``configure()`` replaces or already ran."""
 
     def _configure(self, **kwargs: Any) -> None:
