@@ -13,7 +13,14 @@ from opentelemetry import metrics, trace
 from typing_extensions import Unpack
 
 from otel_setup._errors import OtelSetupConfigError
-from otel_setup._options import ConfigureOptions, FastAPIOptions, HttpxOptions, RedisOptions, SQLAlchemyOptions
+from otel_setup._options import (
+    ConfigureOptions,
+    FastAPIOptions,
+    HttpxOptions,
+    LoggingOptions,
+    RedisOptions,
+    SQLAlchemyOptions,
+)
 from otel_setup._providers import build_providers, build_resource
 from otel_setup._settings import INSTRUMENTATIONS, Settings, resolve
 from otel_setup._telemetry import Telemetry
@@ -30,6 +37,7 @@ _FEATURES: dict[str, type] = {
     "sqlalchemy": SQLAlchemyOptions,
     "redis": RedisOptions,
     "httpx": HttpxOptions,
+    "logging": LoggingOptions,
 }
 
 
@@ -101,6 +109,10 @@ def _build(settings: Settings, features: Mapping[str, Any], app: Any) -> Telemet
             instrumentations={name: "off: OTEL_SDK_DISABLED" for name in INSTRUMENTATIONS},
         )
 
+    if settings.sentry_dsn:
+        from otel_setup._integrations.sentry import validate_dsn
+
+        validate_dsn(settings.sentry_dsn)  # before anything is installed
     resource = build_resource(
         settings,
         default_name=_app_attribute(app, "title", ignore="FastAPI"),
@@ -127,6 +139,10 @@ def _build(settings: Settings, features: Mapping[str, Any], app: Any) -> Telemet
             state = _instrument_library(name, providers.tracer_provider, providers.meter_provider, telemetry)
         states[name] = state
     telemetry.instrumentations.update(states)
+    # --- GW2 and GenAI calls: own spans and metrics for known APIs over httpx
+    _instrument_known_apis(settings, providers.tracer_provider, providers.meter_provider, telemetry)
+    _start_logging(settings, features, telemetry)
+    _start_sentry(settings, telemetry)
 
     sqlalchemy_options = features.get("sqlalchemy")
     if isinstance(sqlalchemy_options, SQLAlchemyOptions):
@@ -142,6 +158,52 @@ def _build(settings: Settings, features: Mapping[str, Any], app: Any) -> Telemet
     return telemetry
 
 
+def _start_logging(settings: Settings, features: Mapping[str, Any], telemetry: Telemetry) -> None:
+    options = features.get("logging")
+    if options is False:
+        telemetry.instrumentations["logging"] = "off: disabled by argument"
+        return
+    from otel_setup._integrations.logging import RequestLog, configure_logging
+
+    attributes = telemetry.resource.attributes
+    static = {"service.name": attributes.get("service.name")}
+    if attributes.get("deployment.environment.name"):
+        static["environment"] = attributes["deployment.environment.name"]
+    undo = configure_logging(
+        log_format=settings.log_format,
+        level=settings.log_level,
+        static_fields=static,
+        logger_provider=telemetry.logger_provider,
+        processors=tuple(options.processors) if isinstance(options, LoggingOptions) else (),
+    )
+    telemetry.add_cleanup(undo)
+    telemetry.request_log = RequestLog(settings.request_log_level, settings.slow_request_ms)
+    telemetry.instrumentations["logging"] = "active"
+
+
+def _start_sentry(settings: Settings, telemetry: Telemetry) -> None:
+    if not settings.sentry_dsn:
+        telemetry.instrumentations["sentry"] = "off: SENTRY_DSN not set"
+        return
+    from otel_setup._integrations.sentry import SentryBridge
+
+    attributes = telemetry.resource.attributes
+    environment = settings.sentry_environment or attributes.get("deployment.environment.name")
+    version = attributes.get("service.version")
+    endpoints = tuple(e for e in (settings.signal_endpoint(s) for s in ("traces", "metrics", "logs")) if e)
+    bridge = SentryBridge(
+        dsn=settings.sentry_dsn,
+        environment=str(environment) if environment else None,
+        release=f"{attributes.get('service.name')}@{version}" if version else None,
+        sample_rate=settings.sentry_sample_rate,
+        shutdown_timeout=min(2.0, float(settings.shutdown_timeout)),
+        ignored_urls=endpoints,
+    )
+    telemetry.error_reporter = bridge.capture_request_error
+    telemetry.add_shutdown_step(lambda: bridge.close(min(2.0, float(settings.shutdown_timeout))))
+    telemetry.instrumentations["sentry"] = "active"
+
+
 def _instrument_library(name: str, tracer_provider: Any, meter_provider: Any, telemetry: Telemetry) -> str:
     from opentelemetry.instrumentation.dependencies import DependencyConflictError
 
@@ -154,7 +216,11 @@ def _instrument_library(name: str, tracer_provider: Any, meter_provider: Any, te
         elif name == "redis":
             from otel_setup._integrations.redis import instrument_redis, uninstrument_redis
 
-            done = instrument_redis(tracer_provider=tracer_provider, meter_provider=meter_provider)
+            done = instrument_redis(
+                tracer_provider=tracer_provider,
+                meter_provider=meter_provider,
+                cache_key_prefixes=telemetry.settings.cache_key_prefixes,  # cache hit/miss names
+            )
             telemetry.add_cleanup(uninstrument_redis)
         else:
             from otel_setup._integrations.httpx import instrument_httpx, uninstrument_httpx
@@ -167,6 +233,44 @@ def _instrument_library(name: str, tracer_provider: Any, meter_provider: Any, te
     except ImportError as missing:
         return f"off: package missing ({missing.name})"
     return "active" if done else "off: library not installed or already instrumented"
+
+
+# --- GW2 and GenAI (see otel_setup/_integrations/gw2.py and genai.py) -------------------------
+
+
+def _instrument_known_apis(settings: Settings, tracer_provider: Any, meter_provider: Any, telemetry: Telemetry) -> None:
+    """GW2 and OpenAI-compatible calls get their own spans; both wrap httpx's transports."""
+    from urllib.parse import urlsplit
+
+    gw2_hosts = {"api.guildwars2.com"}
+    if settings.gw2_api_base:
+        gw2_hosts.add((urlsplit(settings.gw2_api_base).hostname or "").lower())
+    for name in ("gw2", "genai"):
+        state = _wanted(name, {}, settings)
+        if state == "active":
+            try:
+                if name == "gw2":
+                    from otel_setup._integrations.gw2 import instrument_gw2, uninstrument_gw2
+
+                    done = instrument_gw2(
+                        tracer_provider=tracer_provider, meter_provider=meter_provider, api_base=settings.gw2_api_base
+                    )
+                    telemetry.add_cleanup(uninstrument_gw2)
+                else:
+                    from otel_setup._integrations.genai import instrument_genai, uninstrument_genai
+
+                    done = instrument_genai(
+                        tracer_provider=tracer_provider,
+                        meter_provider=meter_provider,
+                        prices=settings.genai_prices,
+                        skip_hosts=frozenset(gw2_hosts),
+                    )
+                    telemetry.add_cleanup(uninstrument_genai)
+            except ImportError as missing:
+                state = f"off: package missing ({missing.name})"
+            else:
+                state = "active" if done else "off: httpx not installed or already instrumented"
+        telemetry.instrumentations[name] = state
 
 
 def _compile(patterns: Any) -> list[re.Pattern[str]]:

@@ -7,9 +7,9 @@ default: on, unless listed in ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``),
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypedDict, Union
+from typing import Any, Literal, TypedDict
 
 from otel_setup.health import ReadinessCheck
 
@@ -17,6 +17,7 @@ __all__ = [
     "ConfigureOptions",
     "FastAPIOptions",
     "HttpxOptions",
+    "LoggingOptions",
     "RedisOptions",
     "SQLAlchemyOptions",
 ]
@@ -49,6 +50,14 @@ class RedisOptions:
 @dataclass(frozen=True)
 class HttpxOptions:
     """Sync and async clients, with W3C ``traceparent`` injected."""
+
+
+@dataclass(frozen=True)
+class LoggingOptions:
+    """JSON (or console) logs for structlog and the standard library, with trace ids."""
+
+    processors: Sequence[Any] = ()
+    """Extra structlog processors, run after the package's and before redaction and rendering."""
 
 
 class ConfigureOptions(TypedDict, total=False):
@@ -86,8 +95,96 @@ class ConfigureOptions(TypedDict, total=False):
     disabled_instrumentations: Sequence[str] | str
     shutdown_timeout: float
     log_format: Literal["json", "console"]
-    fastapi: Union[FastAPIOptions, Literal[False], None]
-    sqlalchemy: Union[SQLAlchemyOptions, Literal[False], None]
-    redis: Union[RedisOptions, Literal[False], None]
-    httpx: Union[HttpxOptions, Literal[False], None]
+    fastapi: FastAPIOptions | Literal[False] | None
+    sqlalchemy: SQLAlchemyOptions | Literal[False] | None
+    redis: RedisOptions | Literal[False] | None
+    httpx: HttpxOptions | Literal[False] | None
+    logging: LoggingOptions | Literal[False] | None
     readiness_checks: Mapping[str, ReadinessCheck]
+
+
+# --- Call records: what the GW2, GenAI and cache integrations saw, for listeners --------------
+#
+# Metrics carry bounded labels only; a structured log line wants the per-call facts (tokens,
+# cost, latency, a hashed cache key). Listeners receive one frozen record per call, after the
+# telemetry for it is recorded, on the thread that made the call. Records never hold a key,
+# a prompt, a completion, a character name or a guild id.
+
+
+@dataclass(frozen=True)
+class GW2Call:
+    """One request to the GW2 API."""
+
+    endpoint: str
+    """The endpoint template, e.g. ``/v2/characters/{name}``."""
+    method: str
+    status_code: int | None
+    """None when no response arrived (timeout, connection error)."""
+    error_type: str | None
+    """Status code as text for 4xx/5xx, or the exception class; None on success."""
+    error_reason: str | None
+    """For 403s: ``invalid_key``, ``requires_scope``, ... (see docs/metrics.md)."""
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class GenAICall:
+    """One HTTP call to an OpenAI-compatible API (a retried call is several records)."""
+
+    provider: str
+    operation: str
+    request_model: str | None
+    response_model: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cached_input_tokens: int | None
+    cost_usd: float | None
+    """None when the model is not in the price table or usage was not reported."""
+    price_model: str
+    """The price-table entry used, or ``unknown``."""
+    status_code: int | None
+    error_type: str | None
+    streamed: bool
+    usage_reported: bool
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class CacheLookup:
+    """One Redis read counted as cache hits and misses."""
+
+    cache: str
+    """Logical cache name (a key prefix), never the key."""
+    command: str
+    hits: int
+    misses: int
+    key_hash: str
+    """First 16 hex characters of the SHA-256 of the (first) key, for correlation."""
+
+
+CallRecord = GW2Call | GenAICall | CacheLookup
+CallListener = Callable[[CallRecord], None]
+
+_call_listeners: list[CallListener] = []
+
+
+def add_call_listener(listener: CallListener) -> Callable[[], None]:
+    """Receive a record for every GW2, GenAI and cache call; returns a function that unsubscribes."""
+    _call_listeners.append(listener)
+
+    def remove() -> None:
+        if listener in _call_listeners:
+            _call_listeners.remove(listener)
+
+    return remove
+
+
+def emit_call(record: CallRecord) -> None:
+    """Hand ``record`` to every listener; a failing listener never fails the call."""
+    for listener in tuple(_call_listeners):
+        try:
+            listener(record)
+        except Exception:  # noqa: BLE001 - telemetry must not break the request
+            import logging
+
+            logging.getLogger("otel_setup").debug("otel_setup: call listener failed", exc_info=True)

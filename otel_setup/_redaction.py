@@ -13,10 +13,12 @@ from typing import Final
 
 __all__ = [
     "DEFAULT_VALUE_PATTERNS",
+    "SENSITIVE_KEY_PATTERN",
     "REDACTED",
     "SENSITIVE_QUERY_PARAMETERS",
     "redact_query",
     "redact_text",
+    "redact_value",
 ]
 
 REDACTED: Final = "REDACTED"
@@ -41,16 +43,49 @@ DEFAULT_VALUE_PATTERNS: Final[tuple[tuple[str, str], ...]] = (
     ("bearer", r"(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}"),
 )
 
+# Key names whose string values are secrets, matched anywhere in the key and
+# case-insensitively (``X-Api-Key``, ``gw2_key``, ``headers.Authorization``).
+# Numbers under such keys are kept: ``gen_ai.usage.input_tokens`` is a count.
+SENSITIVE_KEY_PATTERN: Final = (
+    r"pass(word|wd)?|secret|token|api[-_.]?key|authori[sz]ation|cookie|session|credential"
+    r"|private[-_.]?key|gw2[-_.]?key|access[-_.]?key|^auth$|dsn"
+)
+_SENSITIVE_KEY_RE: Final = re.compile(SENSITIVE_KEY_PATTERN, re.IGNORECASE)
+_TEXT_QUERY_RE: Final = re.compile(
+    r"(?i)\b(" + "|".join(sorted((re.escape(n) for n in SENSITIVE_QUERY_PARAMETERS), key=len, reverse=True)) + r")=([^&\s\"'<>]+)"
+)
 _VALUE_RE: Final = re.compile("|".join(f"(?:{pattern})" for _, pattern in DEFAULT_VALUE_PATTERNS))
 _QUERY_PAIR_RE: Final = re.compile(r"([^&=;]+)=([^&;]*)")
 _USERINFO_RE: Final = re.compile(r"(?<=://)[^/@\s:]+(?::[^/@\s]*)?@")
 
 
 def redact_text(text: str) -> str:
-    """Replace secret-looking substrings and URL credentials inside free text."""
+    """Replace secret-looking substrings, sensitive query values and URL credentials inside free text."""
     if "@" in text:
         text = _USERINFO_RE.sub(f"{REDACTED}:{REDACTED}@", text)
+    if "=" in text:
+        text = _TEXT_QUERY_RE.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
     return _VALUE_RE.sub(REDACTED, text)
+
+
+def is_sensitive_key(key: str) -> bool:
+    return _SENSITIVE_KEY_RE.search(key) is not None
+
+
+def redact_value(key: object, value: object, _depth: int = 0) -> object:
+    """Redact ``value`` found under ``key``: strings by pattern, containers recursively."""
+    if _depth > 8:
+        return value
+    if isinstance(value, (str, bytes)):
+        if isinstance(key, str) and is_sensitive_key(key):
+            return REDACTED
+        text = value if isinstance(value, str) else value.decode("utf-8", "replace")
+        return redact_text(text)
+    if isinstance(value, dict):
+        return {k: redact_value(k, v, _depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_value(key, item, _depth + 1) for item in value]
+    return value
 
 
 def redact_query(query: str) -> str:

@@ -37,7 +37,8 @@ TRACES_EXPORTERS: Final = ("otlp", "console", "none")
 METRICS_EXPORTERS: Final = ("prometheus", "otlp", "console", "none")
 LOGS_EXPORTERS: Final = ("otlp", "console", "none")
 LOG_FORMATS: Final = ("json", "console")
-INSTRUMENTATIONS: Final = ("fastapi", "sqlalchemy", "redis", "httpx")
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+INSTRUMENTATIONS: Final = ("fastapi", "sqlalchemy", "redis", "httpx", "gw2", "genai")
 _TRUE: Final = frozenset({"true", "1", "yes", "on"})
 _FALSE: Final = frozenset({"false", "0", "no", "off", ""})
 
@@ -255,6 +256,35 @@ def _path(value: object, name: str) -> str | None:
     return text.rstrip("/") or "/"
 
 
+# --- GW2, GenAI and cache settings (see _integrations/gw2.py, genai.py, cache.py)
+
+
+def _price_source(value: object, name: str) -> str | Mapping[str, Any] | None:
+    """A price-table override: a JSON file path, or a mapping; checked now, at startup."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        source: str | Mapping[str, Any] = value
+    else:
+        text = _text(value, name)
+        if not text:
+            return None
+        source = text
+    from otel_setup._integrations.genai import load_price_table
+
+    load_price_table(source, name)  # raises OtelSetupConfigError naming ``name``
+    return source
+
+
+def _prefixes(value: object, name: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) for item in items):
+        raise OtelSetupConfigError(name, value, "a comma-separated list of Redis key prefixes, such as gw2:account:")
+    return tuple(sorted({item.strip() for item in items if item.strip()}, key=len, reverse=True))
+
+
 @dataclass(frozen=True)
 class Setting(Generic[T]):
     """One setting: its keyword, the variables it reads, how to parse, the default."""
@@ -325,11 +355,36 @@ SETTINGS: Final[tuple[Setting[Any], ...]] = (
     Setting("excluded_urls", ("OTEL_SETUP_EXCLUDED_URLS",), _patterns, (),
             "Extra paths (regular expressions, matched against the whole path) left out of traces and metrics."),
     Setting("disabled_instrumentations", ("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS",), _names, frozenset(),
-            "Comma list of instrumentations to skip: fastapi, sqlalchemy, redis, httpx."),
+            "Comma list of instrumentations to skip: fastapi, sqlalchemy, redis, httpx, gw2, genai."),
     Setting("shutdown_timeout", ("OTEL_SETUP_SHUTDOWN_TIMEOUT",), _positive_seconds(120.0), 5.0,
             "Seconds `shutdown()` may take, even when the collector hangs."),
+    Setting("log_level", ("OTEL_SETUP_LOG_LEVEL",), _choice(LOG_LEVELS), "info",
+            "Level of the root logger the package configures."),
+    Setting("request_log_level", ("OTEL_SETUP_REQUEST_LOG_LEVEL",), _choice((*LOG_LEVELS, "off")), "info",
+            "Level of the one-line-per-request log, or `off`."),
+    Setting("slow_request_ms", ("OTEL_SETUP_SLOW_REQUEST_MS",), _positive_int, 1000,
+            "Requests slower than this many milliseconds are logged at WARNING."),
+    Setting("server_timing", ("OTEL_SETUP_SERVER_TIMING",), _boolean, True,
+            "Add `Server-Timing: app;dur=<ms>` to responses."),
+    Setting("response_time_header", ("OTEL_SETUP_RESPONSE_TIME_HEADER",), _boolean, True,
+            "Add `X-Response-Time: <ms>ms` to responses."),
+    Setting("sentry_dsn", ("SENTRY_DSN",), _optional_text, None,
+            "Enables Sentry for errors; without it nothing of Sentry is imported.", secret=True),
+    Setting("sentry_environment", ("SENTRY_ENVIRONMENT",), _optional_text, None,
+            "Sentry `environment`; defaults to the deployment environment."),
+    Setting("sentry_sample_rate", ("OTEL_SETUP_SENTRY_SAMPLE_RATE",), _ratio, 1.0,
+            "Fraction of error events sent to Sentry."),
     Setting("log_format", ("OTEL_SETUP_LOG_FORMAT",), _choice(LOG_FORMATS), "json",
             "Log rendering: `json` or `console`."),
+    # --- GW2, GenAI and cache
+    Setting("gw2_api_base", ("OTEL_SETUP_GW2_API_BASE", "GW2_API_BASE"), _endpoint, None,
+            "Base URL of a GW2 API besides `https://api.guildwars2.com` (a proxy or a stand-in); "
+            "its calls get endpoint-template spans and metrics."),
+    Setting("genai_prices", ("OTEL_SETUP_GENAI_PRICES",), _price_source, None,
+            "JSON file (or, as an argument, a mapping) of model prices merged over the shipped table."),
+    Setting("cache_key_prefixes", ("OTEL_SETUP_CACHE_KEY_PREFIXES",), _prefixes, (),
+            "Comma list of Redis key prefixes naming logical caches (`gw2:account:` -> cache `gw2:account`); "
+            "unset: the key's first `:`-separated segment when it looks like a namespace."),
 )
 
 _BY_NAME: Final = {setting.name: setting for setting in SETTINGS}
@@ -368,8 +423,10 @@ class Settings:
         """Values safe to print: secrets and URL credentials hidden."""
         shown: dict[str, Any] = {}
         for name, value in self.values.items():
-            if _BY_NAME[name].secret and value:
+            if _BY_NAME[name].secret and isinstance(value, Mapping):
                 shown[name] = {key: "<hidden>" for key in value}
+            elif _BY_NAME[name].secret and value:
+                shown[name] = "<hidden>"
             elif isinstance(value, str) and "@" in value and "://" in value:
                 shown[name] = mask_url(value)
             else:
@@ -400,3 +457,25 @@ def resolve(options: Mapping[str, object], environ: Mapping[str, str] | None = N
             values[setting.name] = setting.default
             sources[setting.name] = "default"
     return Settings(values=values, sources=sources)
+
+
+def markdown_table() -> str:
+    """The README's configuration table, generated so it cannot drift from SETTINGS."""
+
+    def shown(value: Any) -> str:
+        if value is None or (isinstance(value, (frozenset, tuple, dict)) and not value):
+            return "—"
+        if isinstance(value, bool):
+            return str(value).lower()
+        return f"`{value}`"
+
+    rows = ["| Variable | Keyword | Default | Meaning |", "|---|---|---|---|"]
+    for setting in SETTINGS:
+        variables = " / ".join(f"`{variable}`" for variable in setting.env)
+        rows.append(f"| {variables} | `{setting.name}` | {shown(setting.default)} | {setting.doc} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")
+

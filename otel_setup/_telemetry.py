@@ -44,6 +44,9 @@ class Telemetry:
         self._shut_down = False
         self._metrics_server: Any | None = None
         self._cleanups: list[Callable[[], None]] = []
+        self._shutdown_steps: list[Callable[[], object]] = []
+        self.request_log: Callable[[str, str | None, int, float], None] | None = None
+        self.error_reporter: Callable[[BaseException | None, str, str | None, int], None] | None = None
 
     # --- what is running -------------------------------------------------
 
@@ -105,7 +108,12 @@ class Telemetry:
             meter_provider=self._providers.meter_provider,
             excluded_paths=excluded,
             excluded_patterns=self._excluded_patterns,
+            on_startup=_route_server_loggers if self.instrumentations.get("logging") == "active" else None,
             on_shutdown=self.shutdown if self._shutdown_on_lifespan else None,
+            request_log=self.request_log,
+            on_error=self.error_reporter,
+            server_timing=bool(self.settings.server_timing),
+            response_time_header=bool(self.settings.response_time_header),
         )
 
     def _add_routes(self, app: Any) -> None:
@@ -135,7 +143,12 @@ class Telemetry:
         self._metrics_server = server
 
     def add_cleanup(self, cleanup: Callable[[], None]) -> None:
+        """Run synchronously at shutdown (quick undo steps such as uninstrumenting)."""
         self._cleanups.append(cleanup)
+
+    def add_shutdown_step(self, step: Callable[[], object]) -> None:
+        """Run at shutdown under the same deadline as the providers (flushing clients)."""
+        self._shutdown_steps.append(step)
 
     # --- flush and shutdown ----------------------------------------------
 
@@ -165,11 +178,17 @@ class Telemetry:
             threading.Thread(target=self._metrics_server.shutdown, daemon=True).start()
         if self._providers is None:
             return True
-        return run_within(self._providers.shutdown_steps(), deadline, "shutdown")
+        return run_within([*self._shutdown_steps, *self._providers.shutdown_steps()], deadline, "shutdown")
 
     @property
     def is_shut_down(self) -> bool:
         return self._shut_down
+
+
+def _route_server_loggers() -> None:
+    from otel_setup._integrations.logging import route_server_loggers
+
+    route_server_loggers()
 
 
 def _metrics_endpoint(registry: Any) -> Callable[[Any], Any]:

@@ -13,11 +13,11 @@ import asyncio
 import inspect
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Union
+from typing import Any
 
-__all__ = ["ReadinessCheck", "Readiness", "redis_check", "sqlalchemy_check"]
+__all__ = ["Readiness", "ReadinessCheck", "redis_check", "sqlalchemy_check"]
 
-ReadinessCheck = Callable[[], Union[bool, None, Awaitable[Union[bool, None]]]]
+ReadinessCheck = Callable[[], bool | None | Awaitable[bool | None]]
 """A zero-argument callable (sync or async); raising or returning False means not ready."""
 
 
@@ -45,7 +45,7 @@ class Readiness:
                 result = await asyncio.wait_for(asyncio.to_thread(check), self.timeout)
                 if inspect.isawaitable(result):
                     result = await asyncio.wait_for(result, self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return "timeout"
         except Exception as exc:  # noqa: BLE001 - the reason shown is the type only, never the message
             return f"error: {type(exc).__name__}"

@@ -38,6 +38,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+RequestLogger = Callable[[str, "str | None", int, float], None]
+ErrorReporter = Callable[["BaseException | None", str, "str | None", int], None]
 
 _log = logging.getLogger("otel_setup")
 _MARK: Final = "_otel_setup_instrumented"
@@ -106,7 +108,12 @@ class ServerTelemetryMiddleware:
         active: UpDownCounter,
         excluded_paths: frozenset[str],
         excluded_patterns: tuple[re.Pattern[str], ...] = (),
+        on_startup: Callable[[], object] | None = None,
         on_shutdown: Callable[[], object] | None = None,
+        request_log: RequestLogger | None = None,
+        on_error: ErrorReporter | None = None,
+        server_timing: bool = False,
+        response_time_header: bool = False,
     ) -> None:
         self.app = app
         self._tracer = tracer
@@ -114,7 +121,13 @@ class ServerTelemetryMiddleware:
         self._active = active
         self._excluded_paths = excluded_paths
         self._excluded_patterns = excluded_patterns
+        self._on_startup = on_startup
         self._on_shutdown = on_shutdown
+        self._request_log = request_log
+        self._on_error = on_error
+        self._server_timing = server_timing
+        self._response_time_header = response_time_header
+        self._timing_headers = server_timing or response_time_header
         self._active_attributes: dict[tuple[str, str], dict[str, str]] = {}
 
     def _excluded(self, path: str) -> bool:
@@ -125,7 +138,7 @@ class ServerTelemetryMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind != "http":
-            if kind == "lifespan" and self._on_shutdown is not None:
+            if kind == "lifespan" and (self._on_shutdown is not None or self._on_startup is not None):
                 await self.app(scope, receive, self._lifespan_send(send))
                 return
             await self.app(scope, receive, send)
@@ -168,11 +181,14 @@ class ServerTelemetryMiddleware:
         self._active.add(1, active_attributes)
 
         status_code = 0
+        timing_headers = self._timing_headers
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status_code
             if message["type"] == "http.response.start":
                 status_code = message["status"]
+                if timing_headers:
+                    self._add_timing_headers(message, perf_counter() - start)
             await send(message)
 
         error: BaseException | None = None
@@ -220,6 +236,11 @@ class ServerTelemetryMiddleware:
                 attributes["error.type"] = error_type
             self._duration.record(elapsed, attributes)
             self._active.add(-1, active_attributes)
+            if self._request_log is not None:
+                self._request_log(method, route, status_code, elapsed)
+            if self._on_error is not None and (error is not None or status_code >= 500):
+                if error is None or isinstance(error, Exception):
+                    self._on_error(error, method, route, status_code)
             if recording:
                 if route is not None:
                     span.update_name(f"{method if method != '_OTHER' else 'HTTP'} {route}")
@@ -236,10 +257,37 @@ class ServerTelemetryMiddleware:
         finally:
             span.end()
 
+    def _add_timing_headers(self, message: Message, elapsed: float) -> None:
+        """``Server-Timing``/``X-Response-Time``: time to the first byte, as the browser sees it."""
+        milliseconds = f"{elapsed * 1000.0:.1f}"
+        headers = list(message.get("headers", ()))
+        names: list[bytes] = []
+        if self._server_timing:
+            headers.append((b"server-timing", f"app;dur={milliseconds}".encode()))
+            names.append(b"Server-Timing")
+        if self._response_time_header:
+            headers.append((b"x-response-time", f"{milliseconds}ms".encode()))
+            names.append(b"X-Response-Time")
+        for index, (name, value) in enumerate(headers):
+            # CORS answered this request: let the browser's scripts read the timings.
+            if name.lower() == b"access-control-expose-headers":
+                headers[index] = (name, value + b", " + b", ".join(names))
+                break
+        else:
+            if any(name.lower() == b"access-control-allow-origin" for name, _ in headers):
+                headers.append((b"access-control-expose-headers", b", ".join(names)))
+        message["headers"] = headers
+
     def _lifespan_send(self, send: Send) -> Send:
         on_shutdown = self._on_shutdown
+        on_startup = self._on_startup
 
         async def lifespan_send(message: Message) -> None:
+            if on_startup is not None and message.get("type") == "lifespan.startup.complete":
+                try:
+                    on_startup()
+                except Exception:  # noqa: BLE001 - telemetry must not fail the app's startup
+                    _log.warning("otel_setup: startup hook failed", exc_info=True)
             # uvicorn re-raises SIGTERM after its graceful shutdown, so atexit
             # hooks never run: the lifespan's end is the last safe moment.
             if on_shutdown is not None and message.get("type") in (
@@ -308,7 +356,12 @@ def instrument_app(
     meter_provider: MeterProvider,
     excluded_paths: Iterable[str],
     excluded_patterns: tuple[re.Pattern[str], ...] = (),
+    on_startup: Callable[[], object] | None = None,
     on_shutdown: Callable[[], object] | None = None,
+    request_log: RequestLogger | None = None,
+    on_error: ErrorReporter | None = None,
+    server_timing: bool = False,
+    response_time_header: bool = False,
 ) -> bool:
     """Wrap ``app``'s middleware stack once; a second call is a no-op returning False."""
     if is_instrumented(app):
@@ -337,7 +390,12 @@ def instrument_app(
             active=active,
             excluded_paths=excluded,
             excluded_patterns=excluded_patterns,
+            on_startup=on_startup,
             on_shutdown=on_shutdown,
+            request_log=request_log,
+            on_error=on_error,
+            server_timing=server_timing,
+            response_time_header=response_time_header,
         )
 
     app.build_middleware_stack = build_middleware_stack

@@ -1,0 +1,321 @@
+"""Sentry events linked to OTel traces, JSON logs with trace ids, timing headers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import structlog
+from fastapi import FastAPI, HTTPException
+
+import otel_setup
+from otel_setup import OtelSetupConfigError
+from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.sentry_ingest import SentryIngest
+
+GW2_KEY = "ABCDEF01-2345-6789-ABCD-EF0123456789ABCDEF01-2345-6789-ABCD-EF0123456789"
+
+
+@pytest.fixture
+def ingest() -> Iterator[SentryIngest]:
+    server = SentryIngest()
+    yield server
+    from otel_setup._configure import reset
+
+    reset()
+    server.stop()
+
+
+def make_app() -> FastAPI:
+    app = FastAPI(title="errors-app", version="2.0.1")
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        structlog.get_logger("app").info("item served", item=item_id)
+        return {"item_id": item_id}
+
+    @app.get("/boom")
+    async def boom() -> None:
+        gw2_key = GW2_KEY  # a local that must not reach Sentry
+        raise RuntimeError(f"upstream refused key {gw2_key}")
+
+    @app.get("/missing")
+    async def missing() -> None:
+        raise HTTPException(status_code=404)
+
+    @app.get("/unavailable")
+    async def unavailable() -> None:
+        raise HTTPException(status_code=503)
+
+    @app.get("/slow")
+    async def slow() -> str:
+        await asyncio.sleep(0.06)
+        return "slow"
+
+    return app
+
+
+def call(app: FastAPI, paths: list[str], headers: dict[str, str] | None = None) -> list[httpx.Response]:
+    async def run() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            return [await client.get(path, headers=headers) for path in paths]
+
+    return asyncio.run(run())
+
+
+def log_lines(text: str) -> list[dict[str, Any]]:
+    lines = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            lines.append(json.loads(line))
+    return lines
+
+
+# --- Sentry -----------------------------------------------------------------
+
+
+def test_without_dsn_sentry_is_not_even_imported() -> None:
+    code = (
+        "import sys, otel_setup; from fastapi import FastAPI; t = otel_setup.configure(FastAPI());"
+        "print(t.instrumentations['sentry']); print('sentry_sdk' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[-2:] == ["off:", "SENTRY_DSN"] or out[-1] == "False"
+    assert out[-1] == "False"
+
+
+def test_malformed_dsn_is_a_config_error_that_hides_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENTRY_DSN", "https://supersecretkey@")
+    with pytest.raises(OtelSetupConfigError) as caught:
+        otel_setup.configure()
+    assert caught.value.name == "SENTRY_DSN"
+    assert "supersecretkey" not in str(caught.value)
+    assert otel_setup._configure.active() is None
+
+
+def test_request_error_event_carries_the_otel_ids_and_no_secrets(
+    ingest: SentryIngest, otlp_receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SENTRY_DSN", ingest.dsn)
+    monkeypatch.setenv("ENVIRONMENT", "staging")
+    app = make_app()
+    telemetry = otel_setup.configure(app, otlp_endpoint=otlp_receiver.endpoint, sampling_ratio=1.0)
+    assert telemetry.instrumentations["sentry"] == "active"
+    statuses = [r.status_code for r in call(app, ["/boom", "/missing", "/items/1", "/unavailable"])]
+    assert statuses == [500, 404, 200, 503]
+    telemetry.force_flush(5.0)
+    assert otlp_receiver.wait_for(lambda r: len([s for s in r.spans() if s.kind == "SERVER"]) == 4)
+    assert ingest.wait_for(lambda i: len(i.events()) >= 2)
+    time.sleep(0.3)
+    events = ingest.events()
+    assert len(events) == 2, "404 is not an error; 500 and 503 are"
+    boom_span = next(s for s in otlp_receiver.spans() if s.name == "GET /boom")
+    exception_event = next(e for e in events if "exception" in e)
+    trace_context = exception_event["contexts"]["trace"]
+    assert trace_context["trace_id"] == boom_span.trace_id
+    assert trace_context["span_id"] == boom_span.span_id
+    assert exception_event["environment"] == "staging"
+    assert exception_event["release"] == "errors-app@2.0.1"
+    assert exception_event["tags"]["http.route"] == "/boom"
+    assert exception_event["transaction"] == "GET /boom"
+    (value,) = exception_event["exception"]["values"]
+    assert value["type"] == "RuntimeError"
+    assert "REDACTED" in value["value"]
+    for frame in value["stacktrace"]["frames"]:
+        assert "vars" not in frame, "frame locals are never sent"
+    raw = b"".join(ingest.raw_bodies)
+    assert GW2_KEY.encode() not in raw and GW2_KEY[:16].encode() not in raw
+    message_event = next(e for e in events if "exception" not in e)
+    unavailable_span = next(s for s in otlp_receiver.spans() if s.name == "GET /unavailable")
+    assert message_event["contexts"]["trace"]["trace_id"] == unavailable_span.trace_id
+    assert "503" in json.dumps(message_event["logentry"] if "logentry" in message_event else message_event["message"])
+    assert boom_span.status_code == "ERROR"
+    assert any(e["name"] == "exception" for e in boom_span.events), "the OTel span records the error too"
+
+
+def test_background_error_links_to_the_active_span(ingest: SentryIngest, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENTRY_DSN", ingest.dsn)
+    telemetry = otel_setup.configure(sampling_ratio=1.0)
+    tracer = telemetry.tracer_provider.get_tracer("jobs")
+    ids: dict[str, str] = {}
+
+    def job() -> None:
+        with tracer.start_as_current_span("nightly sync") as span:
+            ids["trace_id"] = format(span.get_span_context().trace_id, "032x")
+            ids["span_id"] = format(span.get_span_context().span_id, "016x")
+            try:
+                raise ValueError("sync failed")
+            except ValueError:
+                logging.getLogger("jobs").exception("background job failed")
+
+    worker = threading.Thread(target=job)
+    worker.start()
+    worker.join()
+    assert ingest.wait_for(lambda i: len(i.events()) >= 1)
+    event = ingest.events()[0]
+    assert event["contexts"]["trace"]["trace_id"] == ids["trace_id"]
+    assert event["contexts"]["trace"]["span_id"] == ids["span_id"]
+
+
+def test_propagation_stays_w3c_and_nothing_sentry_goes_to_third_parties(
+    ingest: SentryIngest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opentelemetry import propagate
+
+    monkeypatch.setenv("SENTRY_DSN", ingest.dsn)
+    telemetry = otel_setup.configure(sampling_ratio=1.0)
+    seen: list[httpx.Request] = []
+    client = httpx.Client(transport=httpx.MockTransport(lambda request: seen.append(request) or httpx.Response(200)))
+    with telemetry.tracer_provider.get_tracer("t").start_as_current_span("outbound"):
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        client.get("https://api.guildwars2.com/v2/build")
+    assert "traceparent" in carrier and "sentry-trace" not in carrier
+    assert "sentry-trace" not in seen[0].headers and "baggage" not in seen[0].headers
+    import sentry_sdk
+
+    assert sentry_sdk.get_client().options["traces_sample_rate"] is None
+    integrations = set(sentry_sdk.get_client().integrations)
+    assert not integrations & {"fastapi", "starlette", "httpx", "redis", "sqlalchemy", "openai"}
+
+
+def test_rate_limited_or_hung_sentry_costs_a_request_little(ingest: SentryIngest, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENTRY_DSN", ingest.dsn)
+    app = make_app()
+    telemetry = otel_setup.configure(app)
+    ingest.mode = "ratelimit"
+    call(app, ["/boom"])
+    assert ingest.wait_for(lambda i: len(i.envelopes) == 1)
+    started = time.perf_counter()
+    call(app, ["/boom"] * 20)
+    per_request = (time.perf_counter() - started) / 20
+    time.sleep(0.5)
+    assert len(ingest.envelopes) == 1, "no envelope is sent while Sentry says to back off"
+    assert per_request < 0.01, f"{per_request * 1000:.1f} ms per failing request"
+    ingest.mode = "hang"
+    started = time.monotonic()
+    telemetry.shutdown(timeout=3.0)
+    assert time.monotonic() - started < 3.0 + 1.0
+
+
+# --- logs -------------------------------------------------------------------
+
+
+def test_json_logs_share_one_shape_and_carry_the_trace_ids(
+    otlp_receiver: OtlpReceiver, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "prod")
+    app = make_app()
+    telemetry = otel_setup.configure(app, otlp_endpoint=otlp_receiver.endpoint, sampling_ratio=1.0)
+    call(app, ["/items/7?access_token=abc"])
+    logging.getLogger("app.stdlib").warning("stdlib says %s", "hello")
+    try:
+        secret_local = GW2_KEY  # noqa: F841 - must not show up as a local
+        raise KeyError("missing thing")
+    except KeyError:
+        structlog.get_logger("app").exception("it failed")
+    telemetry.force_flush(5.0)
+    assert otlp_receiver.wait_for(lambda r: any(s.kind == "SERVER" for s in r.spans()))
+    span = next(s for s in otlp_receiver.spans() if s.kind == "SERVER")
+    lines = log_lines(capsys.readouterr().out)
+    request = next(line for line in lines if line["event"] == "request")
+    assert request["level"] == "info"
+    assert request["logger"] == "otel_setup.request"
+    assert request["http.request.method"] == "GET"
+    assert request["http.route"] == "/items/{item_id}"
+    assert request["http.response.status_code"] == 200
+    assert isinstance(request["duration_ms"], float)
+    assert request["trace_id"] == span.trace_id and request["span_id"] == span.span_id
+    assert request["service.name"] == "errors-app" and request["environment"] == "prod"
+    assert request["timestamp"].endswith("Z") and "T" in request["timestamp"]
+    served = next(line for line in lines if line["event"] == "item served")
+    assert served["trace_id"] == span.trace_id and served["item"] == 7
+    stdlib = next(line for line in lines if line["event"] == "stdlib says hello")
+    core = {"timestamp", "level", "event", "logger", "service.name", "environment"}
+    assert core <= set(stdlib) and core <= set(request) and core <= set(served)
+    assert stdlib["level"] == "warning" and stdlib["logger"] == "app.stdlib"
+    failed = next(line for line in lines if line["event"] == "it failed")
+    assert failed["level"] == "error"
+    exception = failed["exception"]
+    assert isinstance(exception, list) and exception[0]["exc_type"] == "KeyError"
+    assert all(not frame.get("locals") for frame in exception[0]["frames"])
+    everything = json.dumps(lines)
+    assert GW2_KEY not in everything and "access_token=abc" not in everything
+
+
+def test_slow_requests_are_warnings(capsys: pytest.CaptureFixture[str]) -> None:
+    app = make_app()
+    otel_setup.configure(app, slow_request_ms=50)
+    call(app, ["/items/1", "/slow"])
+    lines = [line for line in log_lines(capsys.readouterr().out) if line.get("logger") == "otel_setup.request"]
+    by_route = {line["http.route"]: line for line in lines}
+    assert by_route["/items/{item_id}"]["level"] == "info" and by_route["/items/{item_id}"]["event"] == "request"
+    slow = by_route["/slow"]
+    assert slow["level"] == "warning" and slow["event"] == "slow request"
+    assert slow["duration_ms"] >= 50
+
+
+def test_request_log_can_be_switched_off_but_slow_requests_still_warn(capsys: pytest.CaptureFixture[str]) -> None:
+    app = make_app()
+    otel_setup.configure(app, request_log_level="off", slow_request_ms=50)
+    call(app, ["/items/1", "/slow"])
+    lines = [line for line in log_lines(capsys.readouterr().out) if line.get("logger") == "otel_setup.request"]
+    assert [line["http.route"] for line in lines] == ["/slow"]
+
+
+def test_console_format(capsys: pytest.CaptureFixture[str]) -> None:
+    app = make_app()
+    otel_setup.configure(app, log_format="console")
+    call(app, ["/items/3"])
+    out = capsys.readouterr().out
+    assert "request" in out and "/items/{item_id}" in out and not out.lstrip().startswith("{")
+
+
+# --- headers ----------------------------------------------------------------
+
+
+def test_timing_headers_match_the_recorded_duration() -> None:
+    app = make_app()
+    telemetry = otel_setup.configure(app)
+    (response,) = call(app, ["/slow"])
+    server_timing = response.headers["server-timing"]
+    assert server_timing.startswith("app;dur=")
+    duration_ms = float(server_timing.split("=", 1)[1])
+    assert response.headers["x-response-time"] == f"{duration_ms}ms"
+    assert 60.0 <= duration_ms < 1000.0
+    from prometheus_client import generate_latest
+
+    exposition = generate_latest(telemetry.prometheus_registry).decode()
+    (line,) = [
+        line
+        for line in exposition.splitlines()
+        if line.startswith("http_server_request_duration_seconds_sum") and 'http_route="/slow"' in line
+    ]
+    total = float(line.rsplit(" ", 1)[1])
+    assert total is not None
+    # The header is taken at the first byte and rounded to 0.1 ms; the metric at the end.
+    assert duration_ms / 1000.0 - 0.0001 <= total < duration_ms / 1000.0 + 0.05
+
+
+def test_timing_headers_exposed_to_cors_and_switchable() -> None:
+    from fastapi.middleware.cors import CORSMiddleware
+
+    app = make_app()
+    app.add_middleware(CORSMiddleware, allow_origins=["https://app.example"])
+    otel_setup.configure(app, response_time_header=False)
+    (response,) = call(app, ["/items/1"], headers={"Origin": "https://app.example"})
+    assert "x-response-time" not in response.headers
+    assert "server-timing" in response.headers
+    exposed = response.headers["access-control-expose-headers"]
+    assert "Server-Timing" in exposed and "X-Response-Time" not in exposed
