@@ -61,7 +61,10 @@ def _check(result: dict[str, object]) -> None:
     assert client[0][2] == server[0][3], "the query is a child of the request"
     assert result["route_series"] == 1
     assert result["db_series"] == 1
-    assert result["instrumentations"] == {"fastapi": "active", "sqlalchemy": "active", "redis": "active", "httpx": "active"}
+    instrumentations = result["instrumentations"]
+    assert isinstance(instrumentations, dict)
+    for name in ("fastapi", "sqlalchemy", "redis", "httpx"):
+        assert instrumentations[name] == "active", instrumentations
 
 
 def test_fastapi_before_native_telemetry() -> None:

@@ -4,18 +4,21 @@ Contrib's instrumentor patches the client classes, so clients created before
 ``configure()`` are covered too, and it records commands as ``GET ?`` (never
 the arguments). Its hooks are not called for failed commands, so the metric
 comes from a thin wrapper placed around contrib's, which sees errors as well.
+The same wrapper sees read replies, from which cache hits and misses are
+counted (see :mod:`otel_setup._integrations.cache`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from time import perf_counter
 from typing import Any, Final
 
 from opentelemetry.metrics import Histogram, MeterProvider
 from opentelemetry.trace import TracerProvider
 
+from otel_setup._integrations.cache import CacheCounter
 from otel_setup.version import __version__
 
 __all__ = ["instrument_redis", "uninstrument_redis"]
@@ -43,8 +46,12 @@ def _client_attributes(instance: Any) -> dict[str, Any]:
     return attributes
 
 
-def _command_wrapper(duration: Histogram, pipeline: bool, is_async: bool) -> Callable[..., Any]:
-    def measure(instance: Any, args: tuple[Any, ...], start: float, error: BaseException | None) -> None:
+def _command_wrapper(
+    duration: Histogram, pipeline: bool, is_async: bool, cache: CacheCounter | None = None
+) -> Callable[..., Any]:
+    def measure(
+        instance: Any, args: tuple[Any, ...], start: float, error: BaseException | None, result: Any = None
+    ) -> None:
         try:
             attributes = _client_attributes(instance)
             if pipeline:
@@ -55,6 +62,9 @@ def _command_wrapper(duration: Histogram, pipeline: bool, is_async: bool) -> Cal
             if error is not None:
                 attributes["error.type"] = type(error).__qualname__
             duration.record(perf_counter() - start, attributes)
+            # --- cache hit/miss (see cache.py): successful single commands only
+            if cache is not None and error is None and not pipeline and args:
+                cache.observe(attributes["db.operation.name"], args, result)
         except Exception:  # noqa: BLE001 - never break a command for telemetry
             _log.debug("otel_setup: redis metric failed", exc_info=True)
 
@@ -67,7 +77,7 @@ def _command_wrapper(duration: Histogram, pipeline: bool, is_async: bool) -> Cal
             except BaseException as exc:
                 measure(instance, args, start, exc)
                 raise
-            measure(instance, args, start, None)
+            measure(instance, args, start, None, result)
             return result
 
         return async_wrapper
@@ -79,13 +89,15 @@ def _command_wrapper(duration: Histogram, pipeline: bool, is_async: bool) -> Cal
         except BaseException as exc:
             measure(instance, args, start, exc)
             raise
-        measure(instance, args, start, None)
+        measure(instance, args, start, None, result)
         return result
 
     return wrapper
 
 
-def instrument_redis(*, tracer_provider: TracerProvider, meter_provider: MeterProvider) -> bool:
+def instrument_redis(
+    *, tracer_provider: TracerProvider, meter_provider: MeterProvider, cache_key_prefixes: Sequence[str] = ()
+) -> bool:
     """Returns False when redis-py or contrib's instrumentation is missing, or already done."""
     if _wrapped:
         return False
@@ -112,8 +124,9 @@ def instrument_redis(*, tracer_provider: TracerProvider, meter_provider: MeterPr
         (redis.asyncio.client, "Redis.execute_command", False, True),
         (redis.asyncio.client, "Pipeline.execute", True, True),
     )
+    cache = CacheCounter(meter_provider, cache_key_prefixes)
     for module, name, pipeline, is_async in targets:
-        wrap_function_wrapper(module, name, _command_wrapper(duration, pipeline, is_async))
+        wrap_function_wrapper(module, name, _command_wrapper(duration, pipeline, is_async, cache))
         _wrapped.append((module, name))
     return True
 

@@ -1,0 +1,149 @@
+"""Cache hit/miss counting from Redis read replies.
+
+Chosen over an explicit API the application would call: the Redis wrapper
+already sees every command and its reply, so a service gets a hit rate with
+no code change and cannot forget a call site. A nil reply (``None``; an empty
+hash for ``HGETALL``) is a miss, anything else a hit; ``MGET`` and ``HMGET``
+count each key or field. Not every ``GET`` is a cache read (a lock, a
+counter), which is why reads are grouped by a logical cache name taken from
+the key prefix, so dashboards pick the caches they mean.
+
+The cache name is bounded and never the key: the longest configured prefix
+(``OTEL_SETUP_CACHE_KEY_PREFIXES=gw2:account:,gw2:item:`` gives ``gw2:account``
+and ``gw2:item``; a key matching none is ``_OTHER``); with none configured, the
+key's first ``:``-separated segment when it looks like a namespace (short,
+lowercase, at most two digits), else ``_OTHER``. Pipelines and transactions
+are not counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from opentelemetry.metrics import Counter, MeterProvider
+
+from otel_setup._options import CacheLookup, _call_listeners, emit_call
+from otel_setup.version import __version__
+
+__all__ = ["CacheCounter", "cache_name", "lookup_counts"]
+
+_SCOPE_NAME: Final = "otel_setup.cache"
+OTHER: Final = "_OTHER"
+_NAMESPACE_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-.")
+
+
+def _one(result: Any) -> tuple[int, int]:
+    return (0, 1) if result is None else (1, 0)
+
+
+def _many(result: Any) -> tuple[int, int]:
+    if not isinstance(result, (list, tuple)):
+        return (0, 0)
+    misses = sum(1 for item in result if item is None)
+    return (len(result) - misses, misses)
+
+
+def _mapping(result: Any) -> tuple[int, int]:
+    return (1, 0) if result else (0, 1)
+
+
+# Read commands -> how their reply splits into hits and misses.
+_READS: Final[dict[str, Callable[[Any], tuple[int, int]]]] = {
+    "GET": _one,
+    "GETEX": _one,
+    "GETDEL": _one,
+    "HGET": _one,
+    "JSON.GET": _one,
+    "MGET": _many,
+    "HMGET": _many,
+    "HGETALL": _mapping,
+}
+
+
+def lookup_counts(command: str, result: Any) -> tuple[int, int] | None:
+    """(hits, misses) for a read command's reply, or None for commands that are not reads."""
+    counter = _READS.get(command)
+    return None if counter is None else counter(result)
+
+
+def _text(key: Any) -> str:
+    if isinstance(key, bytes):
+        return key.decode("utf-8", "replace")
+    return str(key)
+
+
+def cache_name(key: str, prefixes: Sequence[str]) -> str:
+    """The logical cache of ``key`` (see the module docstring); prefixes are longest first."""
+    if prefixes:
+        for prefix in prefixes:
+            if key.startswith(prefix):
+                return prefix.rstrip(":") or OTHER
+        return OTHER
+    head, sep, _ = key.partition(":")
+    if (
+        sep
+        and 0 < len(head) <= 32
+        and all(c in _NAMESPACE_CHARS for c in head)
+        and sum(c.isdigit() for c in head) <= 2
+    ):
+        return head
+    return OTHER
+
+
+class CacheCounter:
+    """Called by the Redis wrapper after each successful command; cheap for non-reads."""
+
+    def __init__(self, meter_provider: MeterProvider, prefixes: Sequence[str]) -> None:
+        self._prefixes = tuple(prefixes)
+        self._lookups: Counter = meter_provider.get_meter(_SCOPE_NAME, __version__).create_counter(
+            "otel_setup.cache.lookups",
+            unit="{lookup}",
+            description="Cache reads by logical cache and result (hit or miss); hit ratio = hit / all.",
+        )
+
+    def observe(self, command: str, args: tuple[Any, ...], result: Any) -> None:
+        counts = lookup_counts(command, result)
+        if counts is None or len(args) < 2:
+            return
+        hits, misses = counts
+        if command == "MGET" and len(args) > 2:
+            self._mget(args[1:], result)
+            return
+        key = _text(args[1])
+        name = cache_name(key, self._prefixes)
+        attributes = {"cache.name": name, "db.system.name": "redis", "db.operation.name": command}
+        if hits:
+            self._lookups.add(hits, {**attributes, "cache.result": "hit"})
+        if misses:
+            self._lookups.add(misses, {**attributes, "cache.result": "miss"})
+        if _call_listeners:
+            emit_call(CacheLookup(name, command, hits, misses, hashlib.sha256(key.encode()).hexdigest()[:16]))
+
+    def _mget(self, keys: tuple[Any, ...], result: Any) -> None:
+        """Keys of one MGET may belong to different caches: count each against its own."""
+        if not isinstance(result, (list, tuple)) or len(result) != len(keys):
+            return
+        tally: dict[tuple[str, str], int] = {}
+        for key, value in zip(keys, result):
+            name = cache_name(_text(key), self._prefixes)
+            outcome = "miss" if value is None else "hit"
+            tally[(name, outcome)] = tally.get((name, outcome), 0) + 1
+        for (name, outcome), count in tally.items():
+            self._lookups.add(
+                count,
+                {"cache.name": name, "db.system.name": "redis", "db.operation.name": "MGET", "cache.result": outcome},
+            )
+        if _call_listeners:
+            first = _text(keys[0])
+            hits = sum(count for (_, outcome), count in tally.items() if outcome == "hit")
+            emit_call(
+                CacheLookup(
+                    cache_name(first, self._prefixes),
+                    "MGET",
+                    hits,
+                    len(keys) - hits,
+                    hashlib.sha256(first.encode()).hexdigest()[:16],
+                )
+            )

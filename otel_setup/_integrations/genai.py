@@ -1,0 +1,731 @@
+"""GenAI telemetry for OpenAI-compatible APIs called over httpx (raw, or through the openai SDK).
+
+The GenAI instrumentations wrap SDK clients; a service that posts to
+``/chat/completions`` with plain httpx gets nothing from them. This module
+claims, on any host, ``POST .../chat/completions`` and ``POST .../responses``
+(the two OpenAI-compatible shapes, which is also what the openai SDK sends
+through httpx) and gives each HTTP call:
+
+* a client span ``chat {model}`` with the GenAI semantic-convention attributes
+  (operation, provider, request and response model, token usage, finish
+  reasons, error type) and the HTTP client attributes;
+* ``gen_ai.client.operation.duration`` and ``gen_ai.client.token.usage``
+  (semconv, by ``gen_ai.token.type``), ``http.client.request.duration``;
+* ``otel_setup.genai.cost.usd``, from an offline, versioned price table shipped
+  with the package (``genai_prices.json``) and merged with the user's
+  (``OTEL_SETUP_GENAI_PRICES``); a model not in the table is counted as
+  ``unknown`` and costs nothing rather than a guessed price;
+* ``otel_setup.genai.requests`` by outcome (``rate_limited`` and
+  ``insufficient_quota`` on their own) and whether usage was reported;
+* ``otel_setup.genai.ratelimit.*`` gauges from the ``x-ratelimit-*`` headers,
+  parsed tolerantly: absent, ``-1`` or garbage values leave the gauge unset.
+
+The usage is read from the response body as the caller reads it (the body is
+passed through unchanged): Chat Completions (``prompt_tokens``) and Responses
+(``input_tokens``) shapes, and streamed responses, whose tokens come from the
+final usage event when present (``stream_options.include_usage``); without it
+the span says ``otel_setup.genai.usage_reported=false``.
+
+Prompt and completion content are never recorded: only the model, parameters,
+token counts, finish reasons, timings and error types are read. Metric labels
+carry the price-table entry of a model (or ``unknown``), so an arbitrary model
+string from a request or a response cannot grow the label set; spans carry the
+exact strings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from time import perf_counter
+from typing import Any, Final
+
+from opentelemetry.metrics import Counter, Histogram, MeterProvider, _Gauge
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
+
+from otel_setup._errors import OtelSetupConfigError
+from otel_setup._integrations.httpx import (
+    add_api_handler,
+    client_duration_histogram,
+    observe_body,
+    protocol_version,
+    remove_api_handler,
+    request_attributes,
+)
+from otel_setup._options import GenAICall, emit_call
+from otel_setup.version import __version__
+
+__all__ = [
+    "PriceTable",
+    "instrument_genai",
+    "load_price_table",
+    "parse_duration",
+    "parse_rate_limits",
+    "uninstrument_genai",
+]
+
+_log = logging.getLogger("otel_setup")
+_SCOPE_NAME: Final = "otel_setup.genai"
+UNKNOWN: Final = "unknown"
+_MAX_REQUEST_BODY: Final = 8 << 20
+_MAX_RESPONSE_BODY: Final = 8 << 20
+_MAX_ERROR_BODY: Final = 64 << 10
+_MAX_SSE_LINE: Final = 1 << 20
+# Semantic-conventions advisory buckets.
+_DURATION_BUCKETS: Final = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+_TOKEN_BUCKETS: Final = tuple(4**n for n in range(14))  # 1 ... 67,108,864
+_PROVIDERS: Final = {
+    "api.openai.com": "openai",
+    "api.groq.com": "groq",
+    "api.deepseek.com": "deepseek",
+    "api.mistral.ai": "mistral_ai",
+    "api.x.ai": "x_ai",
+    "api.perplexity.ai": "perplexity",
+    "generativelanguage.googleapis.com": "gcp.gemini",
+}
+# Upstream error codes worth their own error.type; anything else is the status code.
+_ERROR_CODES: Final = frozenset(
+    {"insufficient_quota", "rate_limit_exceeded", "invalid_api_key", "context_length_exceeded", "model_not_found"}
+)
+_RATE_LIMIT_KINDS: Final = ("requests", "tokens")
+
+
+# --- prices ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per token."""
+
+    input: float
+    cached_input: float
+    output: float
+
+
+@dataclass
+class PriceTable:
+    """Model prices; :meth:`match` maps a model string to its entry without guessing."""
+
+    version: str
+    models: dict[str, Price]
+    _matches: dict[str, str | None] = field(default_factory=dict, repr=False)
+
+    def match(self, model: str | None) -> str | None:
+        """The entry for ``model``: the same name, or the name plus a date/version suffix.
+
+        ``gpt-4o-mini-2024-07-18`` is ``gpt-4o-mini``; ``gpt-4o-audio-preview`` is not
+        ``gpt-4o`` (it is priced differently), so it is None.
+        """
+        if not model:
+            return None
+        try:
+            return self._matches[model]
+        except KeyError:
+            pass
+        found: str | None = model if model in self.models else None
+        if found is None:
+            for name in self.models:
+                if model.startswith(name + "-") and _is_version_suffix(model[len(name) + 1 :]):
+                    if found is None or len(name) > len(found):
+                        found = name
+        if len(self._matches) < 1024:
+            self._matches[model] = found
+        return found
+
+    def cost(self, key: str, input_tokens: int, cached_tokens: int, output_tokens: int) -> tuple[float, float]:
+        """(input cost, output cost) in USD; cached input is part of ``input_tokens``."""
+        price = self.models[key]
+        cached = min(cached_tokens, input_tokens)
+        return (
+            (input_tokens - cached) * price.input + cached * price.cached_input,
+            output_tokens * price.output,
+        )
+
+
+def _is_version_suffix(text: str) -> bool:
+    if len(text) == 4:
+        return text.isdigit()
+    return len(text) == 10 and text[4] == "-" and text[7] == "-" and text.replace("-", "").isdigit()
+
+
+def _read_table(raw: Any, name: str, shown: object) -> tuple[str, dict[str, Price]]:
+    allowed = 'JSON like {"version": "...", "models": {"gpt-4o-mini": {"input": 0.15, "output": 0.6}}} (USD per 1M tokens)'
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("models"), Mapping):
+        raise OtelSetupConfigError(name, shown, allowed)
+    per = raw.get("per", 1_000_000)
+    if not isinstance(per, (int, float)) or isinstance(per, bool) or per <= 0:
+        raise OtelSetupConfigError(name, shown, allowed)
+    models: dict[str, Price] = {}
+    for model, entry in raw["models"].items():
+        if not isinstance(model, str) or not isinstance(entry, Mapping):
+            raise OtelSetupConfigError(name, shown, allowed)
+        numbers = {}
+        for kind in ("input", "output", "cached_input"):
+            value = entry.get(kind, entry.get("input") if kind == "cached_input" else None)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise OtelSetupConfigError(name, shown, f"{allowed}; {model!r} lacks a valid {kind!r}")
+            numbers[kind] = float(value) / per
+        models[model] = Price(**numbers)
+    return str(raw.get("version", "custom")), models
+
+
+def load_price_table(override: str | Mapping[str, Any] | None = None, name: str = "genai_prices") -> PriceTable:
+    """The shipped table, with ``override`` (a JSON file path or a mapping) merged over it by model."""
+    shipped = json.loads(resources.files("otel_setup").joinpath("genai_prices.json").read_text(encoding="utf-8"))
+    version, models = _read_table(shipped, "genai_prices.json", "the shipped table")
+    if override is not None:
+        if isinstance(override, Mapping):
+            raw: Any = override
+            shown: object = "<mapping>"
+        else:
+            shown = override
+            try:
+                raw = json.loads(Path(override).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as error:
+                raise OtelSetupConfigError(name, override, f"a readable JSON price file ({type(error).__name__})") from None
+        own_version, own = _read_table(raw, name, shown)
+        models.update(own)
+        version = f"{version}+{own_version}"
+    return PriceTable(version=version, models=models)
+
+
+# --- rate-limit headers ------------------------------------------------------------------
+
+_DURATION_UNITS: Final = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+def parse_duration(text: str | None) -> float | None:
+    """Seconds from Go-style durations (``6m0s``, ``12ms``, ``1h2m3.5s``) or a plain number.
+
+    Negative, empty or malformed values give None: a gauge is better unset than wrong.
+    """
+    if text is None:
+        return None
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        plain = float(text)
+    except ValueError:
+        pass
+    else:
+        return plain if plain >= 0 and plain == plain and plain != float("inf") else None
+    total, index, length = 0.0, 0, len(text)
+    while index < length:
+        start = index
+        while index < length and (text[index].isdigit() or text[index] == "."):
+            index += 1
+        if start == index:
+            return None
+        try:
+            number = float(text[start:index])
+        except ValueError:
+            return None
+        unit_start = index
+        while index < length and not (text[index].isdigit() or text[index] == "."):
+            index += 1
+        factor = _DURATION_UNITS.get(text[unit_start:index])
+        if factor is None:
+            return None
+        total += number * factor
+    return total
+
+
+def _count(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        number = int(text.strip())
+    except ValueError:
+        return None
+    return number if number >= 0 else None
+
+
+def parse_rate_limits(headers: Mapping[str, str]) -> dict[tuple[str, str], float]:
+    """``{("limit"|"remaining"|"reset", "requests"|"tokens"): value}`` for the usable headers only."""
+    found: dict[tuple[str, str], float] = {}
+    for kind in _RATE_LIMIT_KINDS:
+        for measure in ("limit", "remaining"):
+            value = _count(headers.get(f"x-ratelimit-{measure}-{kind}"))
+            if value is not None:
+                found[(measure, kind)] = float(value)
+        reset = parse_duration(headers.get(f"x-ratelimit-reset-{kind}"))
+        if reset is not None:
+            found[("reset", kind)] = reset
+    return found
+
+
+# --- reading the response ----------------------------------------------------------------
+
+
+@dataclass
+class _Result:
+    response_model: str | None = None
+    response_id: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_tokens: int | None = None
+    finish_reasons: list[str] = field(default_factory=list)
+    error_code: str | None = None
+    unreadable: bool = False
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _read_usage(result: _Result, usage: Any) -> None:
+    if not isinstance(usage, Mapping):
+        return
+    result.input_tokens = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
+    result.output_tokens = _int(usage.get("completion_tokens", usage.get("output_tokens")))
+    details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
+    if isinstance(details, Mapping):
+        result.cached_tokens = _int(details.get("cached_tokens"))
+
+
+def _read_object(result: _Result, body: Any) -> None:
+    """A chat completion, a streamed chunk, or a Responses object; content is never read."""
+    if not isinstance(body, Mapping):
+        return
+    model = body.get("model")
+    if isinstance(model, str) and model:
+        result.response_model = model[:256]
+    identifier = body.get("id")
+    if isinstance(identifier, str) and identifier:
+        result.response_id = identifier[:256]
+    choices = body.get("choices")
+    if isinstance(choices, list):
+        for choice in choices:
+            reason = choice.get("finish_reason") if isinstance(choice, Mapping) else None
+            if isinstance(reason, str) and reason not in result.finish_reasons and len(result.finish_reasons) < 8:
+                result.finish_reasons.append(reason[:64])
+    status = body.get("status")
+    if body.get("object") == "response" and isinstance(status, str):
+        incomplete = body.get("incomplete_details")
+        reason = incomplete.get("reason") if isinstance(incomplete, Mapping) else None
+        if status == "completed":
+            result.finish_reasons = ["stop"]
+        elif reason == "max_output_tokens":
+            result.finish_reasons = ["length"]
+        elif isinstance(reason, str):
+            result.finish_reasons = [reason[:64]]
+    if "usage" in body:
+        _read_usage(result, body["usage"])
+    error = body.get("error")
+    if isinstance(error, Mapping):
+        code = error.get("code") or error.get("type")
+        if isinstance(code, str):
+            result.error_code = code[:64]
+
+
+class _BodyReader:
+    """Fed raw body chunks; keeps only what usage and finish reasons need, within bounds."""
+
+    def __init__(self, call: _GenAICall, status: int, headers: Any) -> None:
+        self._call = call
+        self._status = status
+        self.result = _Result()
+        content_type = headers.get("content-type", "")
+        self._sse = status == 200 and content_type.startswith("text/event-stream")
+        self._limit = _MAX_RESPONSE_BODY if status < 400 else _MAX_ERROR_BODY
+        encoding = headers.get("content-encoding", "").strip().lower()
+        self._decoder: Any = None
+        if encoding in ("gzip", "deflate"):
+            self._decoder = zlib.decompressobj(wbits=47)  # gzip or zlib header, detected
+        elif encoding not in ("", "identity"):
+            self.result.unreadable = True  # br/zstd: no decoder here; usage stays unknown
+        self._buffer = bytearray()
+        self._size = 0
+
+    def feed(self, chunk: bytes) -> None:
+        if self.result.unreadable or not chunk:
+            return
+        if self._decoder is not None:
+            try:
+                chunk = self._decoder.decompress(chunk, _MAX_RESPONSE_BODY)
+            except zlib.error:
+                self.result.unreadable = True
+                return
+        self._size += len(chunk)
+        if not self._sse:
+            if self._size > self._limit:
+                self.result.unreadable = True
+                self._buffer.clear()
+                return
+            self._buffer += chunk
+            return
+        self._buffer += chunk
+        while True:
+            end = self._buffer.find(b"\n")
+            if end < 0:
+                break
+            line = bytes(self._buffer[:end]).rstrip(b"\r")
+            del self._buffer[: end + 1]
+            self._event_line(line)
+        if len(self._buffer) > _MAX_SSE_LINE:
+            self.result.unreadable = True
+            self._buffer.clear()
+
+    def _event_line(self, line: bytes) -> None:
+        if not line.startswith(b"data:"):
+            return
+        data = line[5:].strip()
+        if not data or data == b"[DONE]":
+            return
+        try:
+            event = json.loads(data)
+        except ValueError:
+            return
+        if not isinstance(event, Mapping):
+            return
+        kind = event.get("type")
+        if isinstance(kind, str) and kind.startswith("response."):
+            # Responses API events; only the final ones carry the usage (and model, status).
+            if kind in ("response.completed", "response.incomplete", "response.failed", "response.created"):
+                _read_object(self.result, event.get("response"))
+            return
+        _read_object(self.result, event)
+
+    def done(self, error: BaseException | None) -> None:
+        if not self._sse and self._buffer and not self.result.unreadable:
+            try:
+                _read_object(self.result, json.loads(bytes(self._buffer)))
+            except ValueError:
+                self.result.unreadable = True
+        elif self._sse and self._buffer:
+            self._event_line(bytes(self._buffer).rstrip(b"\r"))
+        self._buffer.clear()
+        self._call.complete(self._status, self.result, error)
+
+
+# --- the call ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Instruments:
+    tracer: Tracer
+    prices: PriceTable
+    http_duration: Histogram
+    duration: Histogram
+    tokens: Histogram
+    cost: Counter
+    requests: Counter
+    rate_limits: dict[str, _Gauge]
+
+
+def _provider(host: str) -> str:
+    found = _PROVIDERS.get(host)
+    if found is not None:
+        return found
+    if host.endswith(".openai.azure.com"):
+        return "azure.ai.openai"
+    return "openai"  # an OpenAI-compatible endpoint (self-hosted, a gateway, a stand-in)
+
+
+def _outcome(status: int | None, error_code: str | None) -> str:
+    if status is None:
+        return "transport_error"
+    if status < 400:
+        return "ok"
+    if error_code == "insufficient_quota":
+        return "insufficient_quota"
+    if status == 429:
+        return "rate_limited"
+    if status in (401, 403):
+        return "auth_error"
+    return "server_error" if status >= 500 else "client_error"
+
+
+class _GenAICall:
+    def __init__(
+        self,
+        instruments: _Instruments,
+        span: Span,
+        http_attributes: dict[str, Any],
+        metric_attributes: dict[str, Any],
+        request_model: str | None,
+        streamed: bool,
+    ) -> None:
+        self._instruments = instruments
+        self._span = span
+        self._http_attributes = http_attributes
+        self._metric_attributes = metric_attributes
+        self._request_model = request_model
+        self._streamed = streamed
+        self._start = perf_counter()
+
+    def finish(self, response: Any) -> None:
+        try:
+            status = int(response.status_code)
+            attributes = self._http_attributes
+            attributes["http.response.status_code"] = status
+            version = protocol_version(response)
+            if version:
+                attributes["network.protocol.version"] = version
+            if status >= 400:
+                attributes["error.type"] = str(status)
+            self._instruments.http_duration.record(perf_counter() - self._start, attributes)
+            if self._span.is_recording():
+                self._span.set_attribute("http.response.status_code", status)
+            self._record_rate_limits(response.headers)
+            observe_body(response, _BodyReader(self, status, response.headers))
+        except Exception:  # noqa: BLE001 - never break a request for telemetry
+            _log.debug("otel_setup: genai telemetry failed", exc_info=True)
+
+    def fail(self, error: BaseException) -> None:
+        try:
+            self._http_attributes["error.type"] = type(error).__qualname__
+            self._instruments.http_duration.record(perf_counter() - self._start, self._http_attributes)
+            self.complete(None, _Result(), error)
+        except Exception:  # noqa: BLE001
+            _log.debug("otel_setup: genai telemetry failed", exc_info=True)
+
+    def _record_rate_limits(self, headers: Any) -> None:
+        values = parse_rate_limits(headers)
+        if not values:
+            return
+        base = {
+            "gen_ai.provider.name": self._metric_attributes["gen_ai.provider.name"],
+            "server.address": self._metric_attributes["server.address"],
+        }
+        for (measure, kind), value in values.items():
+            self._instruments.rate_limits[measure].set(value, {**base, "otel_setup.genai.ratelimit.kind": kind})
+
+    def complete(self, status: int | None, result: _Result, error: BaseException | None) -> None:
+        instruments = self._instruments
+        duration = perf_counter() - self._start
+        prices = instruments.prices
+        price_model = prices.match(result.response_model) or prices.match(self._request_model)
+        metric = dict(self._metric_attributes)
+        if result.response_model:
+            metric["gen_ai.response.model"] = prices.match(result.response_model) or UNKNOWN
+        error_type: str | None = None
+        if status is None:
+            error_type = type(error).__qualname__ if error is not None else "_OTHER"
+        elif status >= 400:
+            error_type = result.error_code if result.error_code in _ERROR_CODES else str(status)
+        elif error is not None:  # the body failed mid-way (a dropped stream)
+            error_type = type(error).__qualname__
+        if error_type is not None:
+            metric["error.type"] = error_type
+        instruments.duration.record(duration, metric)
+
+        usage_reported = result.input_tokens is not None and result.output_tokens is not None
+        cost: float | None = None
+        token_attributes = {k: v for k, v in metric.items() if k != "error.type"}
+        if usage_reported and status is not None and status < 400:
+            assert result.input_tokens is not None and result.output_tokens is not None
+            instruments.tokens.record(result.input_tokens, {**token_attributes, "gen_ai.token.type": "input"})
+            instruments.tokens.record(result.output_tokens, {**token_attributes, "gen_ai.token.type": "output"})
+            if price_model is not None:
+                input_cost, output_cost = prices.cost(
+                    price_model, result.input_tokens, result.cached_tokens or 0, result.output_tokens
+                )
+                cost = input_cost + output_cost
+                cost_attributes = {
+                    "gen_ai.provider.name": metric["gen_ai.provider.name"],
+                    "otel_setup.genai.price_model": price_model,
+                }
+                instruments.cost.add(input_cost, {**cost_attributes, "gen_ai.token.type": "input"})
+                instruments.cost.add(output_cost, {**cost_attributes, "gen_ai.token.type": "output"})
+
+        counted: dict[str, Any] = {
+            "gen_ai.provider.name": metric["gen_ai.provider.name"],
+            "gen_ai.operation.name": metric["gen_ai.operation.name"],
+            "otel_setup.genai.price_model": price_model or UNKNOWN,
+            "otel_setup.genai.outcome": _outcome(status, result.error_code),
+        }
+        if status is not None and status < 400 and error is None:
+            counted["otel_setup.genai.usage"] = "reported" if usage_reported else "missing"
+        instruments.requests.add(1, counted)
+
+        span = self._span
+        if span.is_recording():
+            if result.response_model:
+                span.set_attribute("gen_ai.response.model", result.response_model)
+            if result.response_id:
+                span.set_attribute("gen_ai.response.id", result.response_id)
+            if result.finish_reasons:
+                span.set_attribute("gen_ai.response.finish_reasons", tuple(result.finish_reasons))
+            if result.input_tokens is not None:
+                span.set_attribute("gen_ai.usage.input_tokens", result.input_tokens)
+            if result.output_tokens is not None:
+                span.set_attribute("gen_ai.usage.output_tokens", result.output_tokens)
+            if result.cached_tokens is not None:
+                span.set_attribute("gen_ai.usage.cache_read.input_tokens", result.cached_tokens)
+            if status is not None and status < 400:
+                span.set_attribute("otel_setup.genai.usage_reported", usage_reported)
+            span.set_attribute("otel_setup.genai.price_model", price_model or UNKNOWN)
+            if cost is not None:
+                span.set_attribute("otel_setup.genai.cost.usd", cost)
+                span.set_attribute("otel_setup.genai.price_table", prices.version)
+            if error_type is not None:
+                span.set_attribute("error.type", error_type)
+                if error is not None:
+                    span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR))
+        span.end()
+        emit_call(
+            GenAICall(
+                provider=str(metric["gen_ai.provider.name"]),
+                operation=str(metric["gen_ai.operation.name"]),
+                request_model=self._request_model,
+                response_model=result.response_model,
+                input_tokens=result.input_tokens,
+                output_tokens=result.output_tokens,
+                cached_input_tokens=result.cached_tokens,
+                cost_usd=cost,
+                price_model=price_model or UNKNOWN,
+                status_code=status,
+                error_type=error_type,
+                streamed=self._streamed,
+                usage_reported=usage_reported,
+                duration_s=duration,
+            )
+        )
+
+
+def _request_body(request: Any) -> Mapping[str, Any]:
+    """The JSON request, when it is in memory and of sane size; {} otherwise."""
+    try:
+        content = request.content
+    except Exception:  # noqa: BLE001 - a streamed request body (httpx.RequestNotRead)
+        return {}
+    if not content or len(content) > _MAX_REQUEST_BODY:
+        return {}
+    try:
+        body = json.loads(content)
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return body if isinstance(body, Mapping) else {}
+
+
+class GenAIHandler:
+    """Claims ``POST`` requests whose path ends with an OpenAI-compatible endpoint."""
+
+    def __init__(self, instruments: _Instruments, skip_hosts: frozenset[str]) -> None:
+        self._instruments = instruments
+        self._skip_hosts = skip_hosts
+
+    def begin(self, request: Any) -> _GenAICall | None:
+        if request.method != "POST":
+            return None
+        path = request.url.path
+        if not (path.endswith("/chat/completions") or path.endswith("/responses")):
+            return None
+        if request.url.host in self._skip_hosts:
+            return None
+        body = _request_body(request)
+        model = body.get("model")
+        request_model = model[:256] if isinstance(model, str) and model else None
+        streamed = body.get("stream") is True
+        http_attributes = request_attributes(request)
+        provider = _provider(http_attributes["server.address"])
+        span_attributes: dict[str, Any] = {
+            **http_attributes,
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": provider,
+        }
+        if request_model:
+            span_attributes["gen_ai.request.model"] = request_model
+        for key, attribute in (
+            ("max_tokens", "gen_ai.request.max_tokens"),
+            ("max_completion_tokens", "gen_ai.request.max_tokens"),
+            ("max_output_tokens", "gen_ai.request.max_tokens"),
+            ("temperature", "gen_ai.request.temperature"),
+            ("top_p", "gen_ai.request.top_p"),
+        ):
+            value = body.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                span_attributes[attribute] = value
+        if streamed:
+            span_attributes["otel_setup.genai.streamed"] = True
+        name = f"chat {request_model}" if request_model else "chat"
+        span = self._instruments.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=span_attributes)
+        metric_attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": provider,
+            "gen_ai.request.model": self._instruments.prices.match(request_model) or UNKNOWN,
+            "server.address": http_attributes["server.address"],
+            "server.port": http_attributes["server.port"],
+        }
+        return _GenAICall(self._instruments, span, http_attributes, metric_attributes, request_model, streamed)
+
+
+_handlers: list[GenAIHandler] = []
+
+
+def instrument_genai(
+    *,
+    tracer_provider: TracerProvider,
+    meter_provider: MeterProvider,
+    prices: str | Mapping[str, Any] | None,
+    skip_hosts: frozenset[str] = frozenset(),
+) -> bool:
+    """Returns False when httpx is missing or this ran already."""
+    if _handlers:
+        return False
+    try:
+        import httpx  # noqa: F401
+    except ImportError:
+        return False
+    meter = meter_provider.get_meter(_SCOPE_NAME, __version__)
+    instruments = _Instruments(
+        tracer=tracer_provider.get_tracer(_SCOPE_NAME, __version__),
+        prices=load_price_table(prices),
+        http_duration=client_duration_histogram(meter_provider),
+        duration=meter.create_histogram(
+            "gen_ai.client.operation.duration",
+            unit="s",
+            description="GenAI operation duration.",
+            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+        ),
+        tokens=meter.create_histogram(
+            "gen_ai.client.token.usage",
+            unit="{token}",
+            description="Number of input and output tokens used.",
+            explicit_bucket_boundaries_advisory=_TOKEN_BUCKETS,
+        ),
+        cost=meter.create_counter(
+            "otel_setup.genai.cost.usd",
+            unit="{USD}",
+            description="Cost of GenAI calls in US dollars, from the price table (unknown models cost nothing here).",
+        ),
+        requests=meter.create_counter(
+            "otel_setup.genai.requests",
+            unit="{request}",
+            description="GenAI HTTP calls by outcome (rate_limited, insufficient_quota, ...) and price-table model.",
+        ),
+        rate_limits={
+            "limit": meter.create_gauge(
+                "otel_setup.genai.ratelimit.limit",
+                unit="{1}",
+                description="x-ratelimit-limit-* of the last response: requests or tokens allowed per window.",
+            ),
+            "remaining": meter.create_gauge(
+                "otel_setup.genai.ratelimit.remaining",
+                unit="{1}",
+                description="x-ratelimit-remaining-* of the last response.",
+            ),
+            "reset": meter.create_gauge(
+                "otel_setup.genai.ratelimit.reset",
+                unit="s",
+                description="x-ratelimit-reset-* of the last response: seconds until the budget is full again.",
+            ),
+        },
+    )
+    handler = GenAIHandler(instruments, skip_hosts)
+    _handlers.append(handler)
+    add_api_handler(handler)
+    return True
+
+
+def uninstrument_genai() -> None:
+    while _handlers:
+        remove_api_handler(_handlers.pop())
