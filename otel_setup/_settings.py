@@ -285,6 +285,32 @@ def _prefixes(value: object, name: str) -> tuple[str, ...]:
     return tuple(sorted({item.strip() for item in items if item.strip()}, key=len, reverse=True))
 
 
+def _trust(value: object, name: str) -> tuple[str, ...]:
+    """``all``, ``none``, or origins (``https://app.example``) and networks (``10.0.0.0/8``)."""
+    import ipaddress
+
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise OtelSetupConfigError(name, value, "all, none, or a comma list of origins and CIDR networks")
+    picked = tuple(str(item).strip() for item in items if str(item).strip())
+    allowed = "all, none, or a comma list of origins (https://app.example) and CIDR networks (10.0.0.0/8)"
+    if not picked:
+        return ("none",)
+    if len(picked) == 1 and picked[0].lower() in ("all", "none"):
+        return (picked[0].lower(),)
+    for item in picked:
+        if item.startswith(("http://", "https://")):
+            parts = urlsplit(item)
+            if not parts.hostname or parts.path not in ("", "/"):
+                raise OtelSetupConfigError(name, value, allowed)
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise OtelSetupConfigError(name, value, allowed) from None
+    return picked
+
+
 @dataclass(frozen=True)
 class Setting(Generic[T]):
     """One setting: its keyword, the variables it reads, how to parse, the default."""
@@ -358,6 +384,9 @@ SETTINGS: Final[tuple[Setting[Any], ...]] = (
             "Comma list of instrumentations to skip: fastapi, sqlalchemy, redis, httpx, gw2, genai."),
     Setting("shutdown_timeout", ("OTEL_SETUP_SHUTDOWN_TIMEOUT",), _positive_seconds(120.0), 5.0,
             "Seconds `shutdown()` may take, even when the collector hangs."),
+    Setting("trusted_traceparent", ("OTEL_SETUP_TRUSTED_TRACEPARENT",), _trust, ("none",),
+            "Whose inbound `traceparent`/`baggage` become the parent: `none` (public edge: new trace linked "
+            "to the caller's), `all`, or a comma list of browser origins and client networks (CIDR)."),
     Setting("log_level", ("OTEL_SETUP_LOG_LEVEL",), _choice(LOG_LEVELS), "info",
             "Level of the root logger the package configures."),
     Setting("request_log_level", ("OTEL_SETUP_REQUEST_LOG_LEVEL",), _choice((*LOG_LEVELS, "off")), "info",

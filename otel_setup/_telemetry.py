@@ -114,6 +114,7 @@ class Telemetry:
             on_error=self.error_reporter,
             server_timing=bool(self.settings.server_timing),
             response_time_header=bool(self.settings.response_time_header),
+            trust=_trust(self.settings.trusted_traceparent),
         )
 
     def _add_routes(self, app: Any) -> None:
@@ -183,6 +184,18 @@ class Telemetry:
     @property
     def is_shut_down(self) -> bool:
         return self._shut_down
+
+
+def _trust(values: tuple[str, ...]) -> Any:
+    import ipaddress
+
+    from otel_setup._integrations.fastapi import TraceparentTrust
+
+    if values == ("all",):
+        return TraceparentTrust(trust_all=True)
+    origins = [v for v in values if v.startswith(("http://", "https://"))]
+    networks = [ipaddress.ip_network(v, strict=False) for v in values if v not in origins and v != "none"]
+    return TraceparentTrust(origins=origins, networks=networks)
 
 
 def _route_server_loggers() -> None:

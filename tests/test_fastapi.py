@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -201,15 +202,73 @@ def test_metrics_are_never_sampled(otlp_receiver: OtlpReceiver) -> None:
     assert counts and counts[-1] == 1000
 
 
-def test_remote_parent_is_honoured(traced: tuple[FastAPI, Any, OtlpReceiver]) -> None:
+PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def test_trusted_remote_parent_is_the_parent(otlp_receiver: OtlpReceiver) -> None:
+    app = make_app()
+    telemetry = otel_setup.configure(
+        app, otlp_endpoint=otlp_receiver.endpoint, sampling_ratio=1.0, trusted_traceparent="all"
+    )
+    drive(app, [("GET", "/items/5")], headers={"traceparent": PARENT})
+    telemetry.force_flush(5.0)
+    assert otlp_receiver.wait_for(lambda r: len(server_spans(r)) == 1)
+    (span,) = server_spans(otlp_receiver)
+    assert span.trace_id == "0af7651916cd43dd8448eb211c80319c"
+    assert span.parent_span_id == "b7ad6b7169203331"
+
+
+def test_untrusted_remote_parent_becomes_a_link(traced: tuple[FastAPI, Any, OtlpReceiver]) -> None:
+    """Public edge (the default): a new trace, linked to the caller's."""
     app, telemetry, receiver = traced
-    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    drive(app, [("GET", "/items/5")], headers={"traceparent": parent})
+    drive(app, [("GET", "/items/5")], headers={"traceparent": PARENT, "baggage": "user=alice"})
     telemetry.force_flush(5.0)
     assert receiver.wait_for(lambda r: len(server_spans(r)) == 1)
     (span,) = server_spans(receiver)
-    assert span.trace_id == "0af7651916cd43dd8448eb211c80319c"
-    assert span.parent_span_id == "b7ad6b7169203331"
+    assert span.trace_id != "0af7651916cd43dd8448eb211c80319c"
+    assert span.parent_span_id == ""
+    assert [(link["trace_id"], link["span_id"]) for link in span.links] == [
+        ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
+    ]
+
+
+def test_frontend_origin_continues_its_trace(otlp_receiver: OtlpReceiver) -> None:
+    app = make_app()
+    telemetry = otel_setup.configure(
+        app,
+        otlp_endpoint=otlp_receiver.endpoint,
+        sampling_ratio=1.0,
+        trusted_traceparent="https://app.example,10.0.0.0/8",
+    )
+    drive(app, [("GET", "/items/1")], headers={"traceparent": PARENT, "origin": "https://app.example"})
+    drive(app, [("GET", "/items/2")], headers={"traceparent": PARENT, "origin": "https://evil.example"})
+    telemetry.force_flush(5.0)
+    assert otlp_receiver.wait_for(lambda r: len(server_spans(r)) == 2)
+    by_path = {s.attributes["url.path"]: s for s in server_spans(otlp_receiver)}
+    assert by_path["/items/1"].parent_span_id == "b7ad6b7169203331"
+    assert by_path["/items/2"].parent_span_id == "" and by_path["/items/2"].links
+
+
+def test_sampled_flag_from_untrusted_callers_cannot_force_sampling(otlp_receiver: OtlpReceiver) -> None:
+    app = make_app()
+    telemetry = otel_setup.configure(app, otlp_endpoint=otlp_receiver.endpoint)
+    import secrets
+
+    requests = [("GET", f"/items/{i}") for i in range(2000)]
+
+    async def run() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            for method, path in requests:
+                forced = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+                await client.request(method, path, headers={"traceparent": forced})
+
+    asyncio.run(run())
+    telemetry.force_flush(10.0)
+    otlp_receiver.wait_for(lambda r: len(server_spans(r)) > 0)
+    time.sleep(0.5)
+    sampled = len(server_spans(otlp_receiver))
+    assert 140 <= sampled <= 260, f"{sampled} of 2000 sampled; expected 10% +- 3%"
 
 
 def test_configure_twice_changes_nothing(traced: tuple[FastAPI, Any, OtlpReceiver]) -> None:

@@ -67,6 +67,9 @@ def test_signal_endpoints_follow_the_otlp_rules() -> None:
         ("OTEL_SETUP_METRICS_PORT", "http", "a TCP port between 1 and 65535"),
         ("OTEL_SETUP_HEALTH_PATH", "health", "a path starting with '/'"),
         ("OTEL_SETUP_EXCLUDED_URLS", "/ok,([", "valid regular expressions"),
+        ("OTEL_SETUP_TRUSTED_TRACEPARENT", "sometimes", "all, none, or a comma list of origins"),
+        ("OTEL_SETUP_REQUEST_LOG_LEVEL", "loud", "one of debug, info, warning, error, off"),
+        ("OTEL_SETUP_SENTRY_SAMPLE_RATE", "2", "a number between 0 and 1"),
     ],
 )
 def test_bad_environment_value_names_variable_value_and_allowed(

@@ -15,6 +15,7 @@ so that exactly one instrumentation runs.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -24,7 +25,8 @@ from typing import Any, Final
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.metrics import Histogram, MeterProvider, UpDownCounter
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, TracerProvider
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer, TracerProvider
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from otel_setup._providers import DURATION_BUCKETS
 from otel_setup._redaction import redact_query
@@ -47,6 +49,7 @@ _SCOPE_NAME: Final = "otel_setup.fastapi"
 KNOWN_METHODS: Final = frozenset(
     {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY"}
 )
+_TRACE_CONTEXT: Final = TraceContextTextMapPropagator()
 _PROPAGATION_HEADERS: Final = frozenset({b"traceparent", b"tracestate", b"baggage"})
 _PROTOCOL_VERSIONS: Final = {"1.0": "1.0", "1.1": "1.1", "2": "2", "2.0": "2", "3": "3", "3.0": "3"}
 
@@ -87,6 +90,40 @@ def _match_route(scope: Scope) -> str | None:
     return partial
 
 
+class TraceparentTrust:
+    """Whose inbound ``traceparent`` (and ``baggage``) is honoured as a parent.
+
+    ``all`` behind a trusted proxy or between internal services; ``none`` (the
+    default) at a public edge; or a list of browser origins (the team's own
+    frontend continuing its traces) and client networks (internal callers).
+    """
+
+    def __init__(
+        self,
+        trust_all: bool = False,
+        origins: Iterable[str] = (),
+        networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
+    ) -> None:
+        self.trust_all = trust_all
+        self.origins = frozenset(o.rstrip("/").encode("latin-1") for o in origins)
+        self.networks = tuple(networks)
+
+    def trusts(self, scope: Scope, origin: bytes | None) -> bool:
+        if self.trust_all:
+            return True
+        if origin is not None and origin.rstrip(b"/") in self.origins:
+            return True
+        if self.networks:
+            client = scope.get("client")
+            if client:
+                try:
+                    address = ipaddress.ip_address(client[0])
+                except ValueError:
+                    return False
+                return any(address in network for network in self.networks)
+        return False
+
+
 class _HeaderCarrier:
     """Only the propagation headers, gathered in the one pass over the headers we make anyway."""
 
@@ -114,8 +151,10 @@ class ServerTelemetryMiddleware:
         on_error: ErrorReporter | None = None,
         server_timing: bool = False,
         response_time_header: bool = False,
+        trust: TraceparentTrust | None = None,
     ) -> None:
         self.app = app
+        self._trust = trust or TraceparentTrust()
         self._tracer = tracer
         self._duration = duration
         self._active = active
@@ -160,6 +199,7 @@ class ServerTelemetryMiddleware:
 
         parent = None
         user_agent: str | None = None
+        origin: bytes | None = None
         for name, value in scope.get("headers", ()):
             if name in _PROPAGATION_HEADERS:
                 if parent is None:
@@ -167,12 +207,27 @@ class ServerTelemetryMiddleware:
                 parent.values[name.decode("latin-1")] = value.decode("latin-1")
             elif name == b"user-agent":
                 user_agent = value.decode("latin-1")
-        parent_context = propagate.extract(parent.values) if parent is not None else None
+            elif name == b"origin":
+                origin = value
+        parent_context = None
+        links: list[Link] | None = None
+        if parent is not None:
+            if self._trust.trusts(scope, origin):
+                parent_context = propagate.extract(parent.values)
+            else:
+                # Public edge: the caller's flags must not decide our sampling
+                # (a sampled flag would force 100 %) and its baggage is not ours
+                # to forward. Start a new trace that links to the caller's.
+                remote = _TRACE_CONTEXT.extract(parent.values)
+                remote_span = trace.get_current_span(remote).get_span_context()
+                if remote_span.is_valid:
+                    links = [Link(remote_span)]
 
         span = self._tracer.start_span(
             raw_method if method != "_OTHER" else "HTTP",
             context=parent_context,
             kind=SpanKind.SERVER,
+            links=links,
         )
         recording = span.is_recording()
         if recording:
@@ -362,6 +417,7 @@ def instrument_app(
     on_error: ErrorReporter | None = None,
     server_timing: bool = False,
     response_time_header: bool = False,
+    trust: TraceparentTrust | None = None,
 ) -> bool:
     """Wrap ``app``'s middleware stack once; a second call is a no-op returning False."""
     if is_instrumented(app):
@@ -396,6 +452,7 @@ def instrument_app(
             on_error=on_error,
             server_timing=server_timing,
             response_time_header=response_time_header,
+            trust=trust,
         )
 
     app.build_middleware_stack = build_middleware_stack
