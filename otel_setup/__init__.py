@@ -11,19 +11,30 @@ from __future__ import annotations
 from otel_setup._configure import configure
 from otel_setup._errors import OtelSetupConfigError
 from otel_setup._options import (
+    CacheLookup,
+    CallListener,
+    CallRecord,
     ConfigureOptions,
     FastAPIOptions,
+    GenAICall,
+    GW2Call,
     HttpxOptions,
     RedisOptions,
     SQLAlchemyOptions,
+    add_call_listener,
 )
 from otel_setup._telemetry import Telemetry
 from otel_setup.health import ReadinessCheck
 from otel_setup.version import __version__
 
 __all__ = [
+    "CacheLookup",
+    "CallListener",
+    "CallRecord",
     "ConfigureOptions",
     "FastAPIOptions",
+    "GW2Call",
+    "GenAICall",
     "HttpxOptions",
     "OtelSetupConfigError",
     "ReadinessCheck",
@@ -31,5 +42,6 @@ __all__ = [
     "SQLAlchemyOptions",
     "Telemetry",
     "__version__",
+    "add_call_listener",
     "configure",
 ]

@@ -169,7 +169,7 @@ def _start_logging(settings: Settings, features: Mapping[str, Any], telemetry: T
     static = {"service.name": attributes.get("service.name")}
     if attributes.get("deployment.environment.name"):
         static["environment"] = attributes["deployment.environment.name"]
-    undo = configure_logging(
+    undo, fast = configure_logging(
         log_format=settings.log_format,
         level=settings.log_level,
         static_fields=static,
@@ -177,7 +177,7 @@ def _start_logging(settings: Settings, features: Mapping[str, Any], telemetry: T
         processors=tuple(options.processors) if isinstance(options, LoggingOptions) else (),
     )
     telemetry.add_cleanup(undo)
-    telemetry.request_log = RequestLog(settings.request_log_level, settings.slow_request_ms)
+    telemetry.request_log = RequestLog(settings.request_log_level, settings.slow_request_ms, fast)
     telemetry.instrumentations["logging"] = "active"
 
 
@@ -239,12 +239,10 @@ def _instrument_library(name: str, tracer_provider: Any, meter_provider: Any, te
 
 
 def _instrument_known_apis(settings: Settings, tracer_provider: Any, meter_provider: Any, telemetry: Telemetry) -> None:
-    """GW2 and OpenAI-compatible calls get their own spans; both wrap httpx's transports."""
-    from urllib.parse import urlsplit
+    """GW2 and OpenAI-compatible calls get their own spans; both wrap httpx's transports.
 
-    gw2_hosts = {"api.guildwars2.com"}
-    if settings.gw2_api_base:
-        gw2_hosts.add((urlsplit(settings.gw2_api_base).hostname or "").lower())
+    GW2 is registered first, so a request to the GW2 base is GW2's even on a shared host.
+    """
     for name in ("gw2", "genai"):
         state = _wanted(name, {}, settings)
         if state == "active":
@@ -263,7 +261,6 @@ def _instrument_known_apis(settings: Settings, tracer_provider: Any, meter_provi
                         tracer_provider=tracer_provider,
                         meter_provider=meter_provider,
                         prices=settings.genai_prices,
-                        skip_hosts=frozenset(gw2_hosts),
                     )
                     telemetry.add_cleanup(uninstrument_genai)
             except ImportError as missing:

@@ -184,7 +184,7 @@ def emit_call(record: CallRecord) -> None:
     for listener in tuple(_call_listeners):
         try:
             listener(record)
-        except Exception:  # noqa: BLE001 - telemetry must not break the request
+        except Exception:
             import logging
 
             logging.getLogger("otel_setup").debug("otel_setup: call listener failed", exc_info=True)

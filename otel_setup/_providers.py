@@ -30,6 +30,14 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.sdk.version import __version__ as sdk_version
 
+from otel_setup._fastmetrics import LocalMetrics, merge_into
+from otel_setup._selfmetrics import (
+    CountingLogExporter,
+    CountingMetricExporter,
+    CountingSpanExporter,
+    ExportCounters,
+    enable_processor_metrics,
+)
 from otel_setup._settings import Settings
 
 __all__ = ["Providers", "build_providers", "build_resource", "build_sampler", "run_within"]
@@ -42,6 +50,57 @@ _log = logging.getLogger("otel_setup")
 DURATION_BUCKETS: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.2, 0.25, 0.5, 0.75, 1.0, 2.0, 2.5, 5.0, 7.5, 10.0,
 )
+
+
+class _PeriodicReader(PeriodicExportingMetricReader):
+    """OTLP push of the SDK's metrics plus the hot-path instruments'."""
+
+    def __init__(self, local: LocalMetrics, resource: Resource, exporter: Any, **options: Any) -> None:
+        super().__init__(exporter, **options)
+        self._local = local
+        self._resource = resource
+
+    def collect(self, timeout_millis: float = 10_000) -> None:
+        if self._collect is None:
+            return
+        metrics_data = merge_into(self._collect(self, timeout_millis=timeout_millis), self._local, self._resource)
+        if metrics_data is not None:
+            self._receive_metrics(metrics_data, timeout_millis=timeout_millis)
+
+
+def _prometheus_reader_class() -> Any:
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+    class PrometheusReader(PrometheusMetricReader):  # type: ignore[misc] # untyped base
+        """Prometheus text of the SDK's metrics plus the hot-path instruments'.
+
+        Pull-based: collection happens when ``/metrics`` is scraped, never on a
+        flush (the stock reader queues a copy per flush, and the next scrape
+        then prints every family twice, which Prometheus rejects).
+        """
+
+        def __init__(self, local: LocalMetrics, resource: Resource, **options: Any) -> None:
+            super().__init__(**options)
+            self._local = local
+            self._resource = resource
+            self._collector._callback = self._scrape  # noqa: SLF001 - the collector's hook into this reader
+
+        def collect(self, timeout_millis: float = 10_000) -> None:
+            return
+
+        def _scrape(self) -> None:
+            if self._collect is None:
+                return
+            metrics_data = merge_into(self._collect(self, timeout_millis=10_000), self._local, self._resource)
+            if metrics_data is not None:
+                self._receive_metrics(metrics_data)
+
+    return PrometheusReader
+
+
+def _PrometheusReader(local: LocalMetrics, resource: Resource, **options: Any) -> MetricReader:  # noqa: N802 - reads as a class
+    reader: MetricReader = _prometheus_reader_class()(local, resource, **options)
+    return reader
 
 
 def build_resource(settings: Settings, *, default_name: str | None, default_version: str | None) -> Resource:
@@ -123,7 +182,9 @@ def _span_exporter(settings: Settings) -> SpanExporter:
     return HttpSpanExporter(endpoint=endpoint, headers=headers, timeout=timeout)
 
 
-def _otlp_metric_reader(settings: Settings) -> MetricReader:
+def _otlp_metric_reader(
+    settings: Settings, counters: ExportCounters, local: LocalMetrics, resource: Resource
+) -> MetricReader:
     endpoint = settings.signal_endpoint("metrics") or _default_endpoint(settings, "metrics")
     headers = dict(settings.otlp_headers)
     timeout: float = settings.otlp_timeout
@@ -138,8 +199,11 @@ def _otlp_metric_reader(settings: Settings) -> MetricReader:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
 
         exporter = HttpMetricExporter(endpoint=endpoint, headers=headers, timeout=timeout)
-    return PeriodicExportingMetricReader(
-        exporter,
+    component = "otlp_grpc_metric_exporter" if settings.signal_protocol("metrics") == "grpc" else "otlp_http_metric_exporter"
+    return _PeriodicReader(
+        local,
+        resource,
+        CountingMetricExporter(exporter, counters, component),
         export_interval_millis=settings.metric_export_interval,
         export_timeout_millis=timeout * 1000,
     )
@@ -167,6 +231,7 @@ class Providers:
     meter_provider: MeterProvider
     logger_provider: Any | None
     prometheus_registry: Any | None
+    local_metrics: LocalMetrics = field(default_factory=LocalMetrics)
     exporters: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def shutdown_steps(self) -> list[Callable[[], object]]:
@@ -202,40 +267,47 @@ def build_providers(settings: Settings, resource: Resource) -> Providers:
     )
     # shutdown_on_exit=False: the SDK's atexit hook has no deadline (30 s
     # against a hung collector); Telemetry.shutdown() owns the exit path.
-    tracer_provider = TracerProvider(
-        sampler=build_sampler(settings), resource=resource, span_limits=limits, shutdown_on_exit=False
-    )
-    traces = _traces_exporter_name(settings)
-    if traces == "otlp":
-        tracer_provider.add_span_processor(
-            BatchSpanProcessor(
-                _span_exporter(settings),
-                max_queue_size=2048,
-                schedule_delay_millis=1000,
-                max_export_batch_size=512,
-                export_timeout_millis=int(settings.otlp_timeout * 1000),
-            )
-        )
-    elif traces == "console":
-        tracer_provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-
+    counters = ExportCounters()
+    local = LocalMetrics()
+    # The meter provider comes first: the span and log processors report their
+    # queues through it, and exporters count what they sent.
     readers: list[MetricReader] = []
     registry: Any | None = None
     metric_exporters = _metrics_exporter_names(settings)
     if "prometheus" in metric_exporters:
-        from opentelemetry.exporter.prometheus import PrometheusMetricReader
         from prometheus_client import CollectorRegistry
 
         # A registry of our own: configure() in a test or a second app must
         # never collide with whatever else registered in prometheus_client's
         # global REGISTRY.
         registry = CollectorRegistry(auto_describe=True)
-        readers.append(PrometheusMetricReader(registry=registry))
+        readers.append(_PrometheusReader(local, resource, registry=registry))
     if "otlp" in metric_exporters:
-        readers.append(_otlp_metric_reader(settings))
+        readers.append(_otlp_metric_reader(settings, counters, local, resource))
     if "console" in metric_exporters:
         readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
     meter_provider = MeterProvider(metric_readers=readers, resource=resource, shutdown_on_exit=False)
+    counters.bind(meter_provider)
+
+    # shutdown_on_exit=False: the SDK's atexit hook has no deadline (30 s
+    # against a hung collector); Telemetry.shutdown() owns the exit path.
+    tracer_provider = TracerProvider(
+        sampler=build_sampler(settings), resource=resource, span_limits=limits, shutdown_on_exit=False
+    )
+    traces = _traces_exporter_name(settings)
+    if traces == "otlp":
+        component = "otlp_grpc_span_exporter" if settings.signal_protocol("traces") == "grpc" else "otlp_http_span_exporter"
+        span_processor = BatchSpanProcessor(
+            CountingSpanExporter(_span_exporter(settings), counters, component),
+            max_queue_size=2048,
+            schedule_delay_millis=1000,
+            max_export_batch_size=512,
+            export_timeout_millis=int(settings.otlp_timeout * 1000),
+        )
+        enable_processor_metrics(span_processor, meter_provider, "traces")
+        tracer_provider.add_span_processor(span_processor)
+    elif traces == "console":
+        tracer_provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
 
     logger_provider: Any | None = None
     logs = settings.logs_exporter or "none"
@@ -244,10 +316,14 @@ def build_providers(settings: Settings, resource: Resource) -> Providers:
         from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogExporter
 
         logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
-        exporter = _log_exporter(settings) if logs == "otlp" else ConsoleLogExporter()
-        logger_provider.add_log_record_processor(
-            BatchLogRecordProcessor(exporter, export_timeout_millis=int(settings.otlp_timeout * 1000))
-        )
+        if logs == "otlp":
+            component = "otlp_grpc_log_exporter" if settings.signal_protocol("logs") == "grpc" else "otlp_http_log_exporter"
+            log_exporter: Any = CountingLogExporter(_log_exporter(settings), counters, component)
+        else:
+            log_exporter = ConsoleLogExporter()
+        log_processor = BatchLogRecordProcessor(log_exporter, export_timeout_millis=int(settings.otlp_timeout * 1000))
+        enable_processor_metrics(log_processor, meter_provider, "logs")
+        logger_provider.add_log_record_processor(log_processor)
 
     return Providers(
         resource=resource,
@@ -255,6 +331,7 @@ def build_providers(settings: Settings, resource: Resource) -> Providers:
         meter_provider=meter_provider,
         logger_provider=logger_provider,
         prometheus_registry=registry,
+        local_metrics=local,
         exporters={"traces": (traces,), "metrics": metric_exporters or ("none",), "logs": (logs,)},
     )
 

@@ -93,11 +93,10 @@ class Telemetry:
         if any(existing is app for existing in self._apps) or is_instrumented(app):
             return
         self._apps.append(app)
-        self._add_routes(app)
-        if self._providers is None:
-            disable_native_telemetry(app)
-            return
-        if self.instrumentations.get("fastapi") != "active":
+        if self._providers is None or self.instrumentations.get("fastapi") != "active":
+            self._add_routes(app)
+            if self._providers is None:
+                disable_native_telemetry(app)
             return
         excluded = [p for p in (self.settings.health_path, self.settings.ready_path) if p]
         if self.settings.metrics_path and self._providers.prometheus_registry is not None:
@@ -105,7 +104,7 @@ class Telemetry:
         instrument_app(
             app,
             tracer_provider=self._providers.tracer_provider,
-            meter_provider=self._providers.meter_provider,
+            local_metrics=self._providers.local_metrics,
             excluded_paths=excluded,
             excluded_patterns=self._excluded_patterns,
             on_startup=_route_server_loggers if self.instrumentations.get("logging") == "active" else None,
@@ -115,7 +114,22 @@ class Telemetry:
             server_timing=bool(self.settings.server_timing),
             response_time_header=bool(self.settings.response_time_header),
             trust=_trust(self.settings.trusted_traceparent),
+            probes=self._probes(),
         )
+
+    def _probes(self) -> dict[str, Any]:
+        """The probe and metrics endpoints as ASGI apps, keyed by path."""
+        from starlette.routing import request_response
+
+        probes: dict[str, Any] = {}
+        if self.settings.health_path:
+            probes[self.settings.health_path] = request_response(health_endpoint())
+        if self.settings.ready_path:
+            probes[self.settings.ready_path] = request_response(ready_endpoint(self.readiness))
+        registry = self.prometheus_registry
+        if registry is not None and self.settings.metrics_path and self.settings.metrics_port is None:
+            probes[self.settings.metrics_path] = request_response(_metrics_endpoint(registry))
+        return probes
 
     def _add_routes(self, app: Any) -> None:
         from starlette.routing import Route

@@ -88,6 +88,9 @@ class GW2Client(_Api):
     async def account(self, key: str) -> dict[str, Any]:
         return cast(dict[str, Any], await self._get("/v2/account", key))
 
+    async def characters(self, key: str) -> list[str]:
+        return cast(list[str], await self._get("/v2/characters", key))
+
     async def character(self, key: str, name: str) -> dict[str, Any]:
         return cast(dict[str, Any], await self._get(f"/v2/characters/{quote(name, safe='')}", key))
 

@@ -8,8 +8,9 @@ modules are imported, before ``configure`` runs, as in most real code bases.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import structlog
@@ -40,7 +41,10 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
 
 
 app = FastAPI(title="GW2 companion (example)", lifespan=lifespan)
-telemetry = otel_setup.configure(app)
+# Redis keys are "gw2:<kind>:<hash>": the prefixes name the caches in the hit/miss counter.
+telemetry = otel_setup.configure(
+    app, cache_key_prefixes=["gw2:account:", "gw2:characters:", "gw2:character:", "gw2:item:"]
+)
 telemetry.add_readiness_check("database", db.ping)
 telemetry.add_readiness_check("redis", cache.ping)
 
@@ -124,6 +128,49 @@ async def build_advice(request: BuildAdviceRequest) -> BuildAdvice:
     prompt = f"Suggest a {request.game_mode} build for a {request.profession}."
     if request.question:
         prompt += f" {request.question}"
+    body = await ai.chat(
+        [
+            {"role": "system", "content": "You are a concise Guild Wars 2 build advisor."},
+            {"role": "user", "content": prompt},
+        ]
+    )
+    choice = body["choices"][0]
+    usage = body.get("usage", {})
+    return BuildAdvice(
+        advice=choice["message"]["content"],
+        model=body.get("model", settings.ai_model),
+        finish_reason=choice.get("finish_reason"),
+        input_tokens=usage.get("prompt_tokens", 0),
+        output_tokens=usage.get("completion_tokens", 0),
+    )
+
+
+async def _cached(cache_key: str, fetch: Callable[[], Awaitable[Any]]) -> Any:
+    """Read-through cache; ``cache_key`` comes from :func:`cache.key_for` (hashed, no secrets)."""
+    if (cached := await cache.get_json(cache_key)) is not None:
+        return cached["value"]
+    value = await fetch()
+    await cache.set_json(cache_key, {"value": value})
+    return value
+
+
+@app.get("/api/accounts/me/build-advice")
+async def account_build_advice(key: GW2Key) -> BuildAdvice:
+    """Everything at once: GW2 account and characters (cached), a database snapshot, AI advice.
+
+    The prompt carries professions and levels only, never account or character names.
+    """
+    data = await _cached(cache.key_for("account", key), lambda: gw2.account(key))
+    names = await _cached(cache.key_for("characters", key), lambda: gw2.characters(key))
+    await run_in_threadpool(db.upsert_account, data)
+    summary = []
+    for name in names[:3]:
+        try:
+            character_data = await _cached(cache.key_for("character", key, name), partial(gw2.character, key, name))
+        except UpstreamError:
+            continue  # one unavailable character does not spoil the advice
+        summary.append(f"level {character_data.get('level')} {character_data.get('profession')}")
+    prompt = "My characters: " + ", ".join(summary) + ". Which one should I gear first for fractals, and how?"
     body = await ai.chat(
         [
             {"role": "system", "content": "You are a concise Guild Wars 2 build advisor."},

@@ -82,12 +82,7 @@ def cache_name(key: str, prefixes: Sequence[str]) -> str:
                 return prefix.rstrip(":") or OTHER
         return OTHER
     head, sep, _ = key.partition(":")
-    if (
-        sep
-        and 0 < len(head) <= 32
-        and all(c in _NAMESPACE_CHARS for c in head)
-        and sum(c.isdigit() for c in head) <= 2
-    ):
+    if sep and 0 < len(head) <= 32 and all(c in _NAMESPACE_CHARS for c in head) and sum(c.isdigit() for c in head) <= 2:
         return head
     return OTHER
 
@@ -126,7 +121,7 @@ class CacheCounter:
         if not isinstance(result, (list, tuple)) or len(result) != len(keys):
             return
         tally: dict[tuple[str, str], int] = {}
-        for key, value in zip(keys, result):
+        for key, value in zip(keys, result, strict=True):
             name = cache_name(_text(key), self._prefixes)
             outcome = "miss" if value is None else "hit"
             tally[(name, outcome)] = tally.get((name, outcome), 0) + 1

@@ -18,13 +18,13 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from time import perf_counter
 from typing import Any, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.metrics import Histogram, MeterProvider, UpDownCounter
+from otel_setup._fastmetrics import FastHistogram, FastUpDownCounter, LocalMetrics
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -51,6 +51,14 @@ KNOWN_METHODS: Final = frozenset(
 )
 _TRACE_CONTEXT: Final = TraceContextTextMapPropagator()
 _PROPAGATION_HEADERS: Final = frozenset({b"traceparent", b"tracestate", b"baggage"})
+SERVER_DURATION_ATTRIBUTES: Final = (
+    "http.request.method",
+    "url.scheme",
+    "network.protocol.version",
+    "http.response.status_code",
+    "http.route",
+    "error.type",
+)
 _PROTOCOL_VERSIONS: Final = {"1.0": "1.0", "1.1": "1.1", "2": "2", "2.0": "2", "3": "3", "3.0": "3"}
 
 
@@ -141,8 +149,8 @@ class ServerTelemetryMiddleware:
         app: ASGIApp,
         *,
         tracer: Tracer,
-        duration: Histogram,
-        active: UpDownCounter,
+        duration: FastHistogram,
+        active: FastUpDownCounter,
         excluded_paths: frozenset[str],
         excluded_patterns: tuple[re.Pattern[str], ...] = (),
         on_startup: Callable[[], object] | None = None,
@@ -152,8 +160,10 @@ class ServerTelemetryMiddleware:
         server_timing: bool = False,
         response_time_header: bool = False,
         trust: TraceparentTrust | None = None,
+        probes: Mapping[str, ASGIApp] | None = None,
     ) -> None:
         self.app = app
+        self._probes = dict(probes or {})
         self._trust = trust or TraceparentTrust()
         self._tracer = tracer
         self._duration = duration
@@ -167,7 +177,9 @@ class ServerTelemetryMiddleware:
         self._server_timing = server_timing
         self._response_time_header = response_time_header
         self._timing_headers = server_timing or response_time_header
-        self._active_attributes: dict[tuple[str, str], dict[str, str]] = {}
+        self._expose_names = b", ".join(
+            name for name, on in ((b"Server-Timing", server_timing), (b"X-Response-Time", response_time_header)) if on
+        )
 
     def _excluded(self, path: str) -> bool:
         if path in self._excluded_paths:
@@ -182,7 +194,15 @@ class ServerTelemetryMiddleware:
                 return
             await self.app(scope, receive, send)
             return
-        if self._excluded(scope["path"]):
+        path = scope["path"]
+        probe = self._probes.get(path)
+        if probe is not None and scope["method"] in ("GET", "HEAD"):
+            # Probes and /metrics are answered here, untraced and before any
+            # routing: a catch-all route cannot shadow them, and the app's
+            # requests do not pay for matching three more routes.
+            await probe(scope, receive, send)
+            return
+        if path in self._excluded_paths or (self._excluded_patterns and self._excluded(path)):
             await self.app(scope, receive, send)
             return
 
@@ -191,11 +211,6 @@ class ServerTelemetryMiddleware:
         method = raw_method if raw_method in KNOWN_METHODS else "_OTHER"
         scheme: str = scope.get("scheme", "http")
         active_key = (method, scheme)
-        active_attributes = self._active_attributes.get(active_key)
-        if active_attributes is None:
-            active_attributes = {"http.request.method": method, "url.scheme": scheme}
-            if len(self._active_attributes) < 64:
-                self._active_attributes[active_key] = active_attributes
 
         parent = None
         user_agent: str | None = None
@@ -233,7 +248,7 @@ class ServerTelemetryMiddleware:
         if recording:
             span.set_attributes(_request_attributes(scope, method, raw_method, scheme, user_agent))
         token = otel_context.attach(trace.set_span_in_context(span, parent_context))
-        self._active.add(1, active_attributes)
+        self._active.add(1, active_key)
 
         status_code = 0
         timing_headers = self._timing_headers
@@ -253,7 +268,7 @@ class ServerTelemetryMiddleware:
             error = exc
             raise
         finally:
-            self._finish(scope, span, recording, method, scheme, status_code, error, start, active_attributes)
+            self._finish(scope, span, recording, method, scheme, status_code, error, start, active_key)
             otel_context.detach(token)
 
     def _finish(
@@ -266,31 +281,32 @@ class ServerTelemetryMiddleware:
         status_code: int,
         error: BaseException | None,
         start: float,
-        active_attributes: dict[str, str],
+        active_key: tuple[str, str],
     ) -> None:
         try:
             elapsed = perf_counter() - start
             if error is not None and status_code == 0:
                 status_code = 500
             route = _route_template(scope)
-            attributes: dict[str, Any] = {
-                "http.request.method": method,
-                "url.scheme": scheme,
-                "network.protocol.version": _PROTOCOL_VERSIONS.get(scope.get("http_version", "1.1"), "1.1"),
-            }
-            if status_code:
-                attributes["http.response.status_code"] = status_code
-            if route is not None:
-                attributes["http.route"] = route
+            # Semantic conventions: the status code when one was sent (Starlette's
+            # error middleware sends the 500 before re-raising), the exception's
+            # type only when the request failed before any response.
             error_type: str | None = None
-            if error is not None:
-                error_type = type(error).__qualname__
-            elif status_code >= 500:
+            if status_code >= 500:
                 error_type = str(status_code)
-            if error_type is not None:
-                attributes["error.type"] = error_type
-            self._duration.record(elapsed, attributes)
-            self._active.add(-1, active_attributes)
+            elif error is not None:
+                error_type = type(error).__qualname__
+            if error is not None and status_code == 0:
+                status_code = 500
+            protocol = _PROTOCOL_VERSIONS.get(scope.get("http_version", "1.1"), "1.1")
+            trace_id = span_id = 0
+            if recording:
+                context = span.get_span_context()
+                trace_id, span_id = context.trace_id, context.span_id
+            self._duration.record(
+                elapsed, (method, scheme, protocol, status_code or None, route, error_type), trace_id, span_id
+            )
+            self._active.add(-1, active_key)
             if self._request_log is not None:
                 self._request_log(method, route, status_code, elapsed)
             if self._on_error is not None and (error is not None or status_code >= 500):
@@ -314,23 +330,23 @@ class ServerTelemetryMiddleware:
 
     def _add_timing_headers(self, message: Message, elapsed: float) -> None:
         """``Server-Timing``/``X-Response-Time``: time to the first byte, as the browser sees it."""
-        milliseconds = f"{elapsed * 1000.0:.1f}"
+        milliseconds = f"{elapsed * 1000.0:.1f}".encode()
         headers = list(message.get("headers", ()))
-        names: list[bytes] = []
-        if self._server_timing:
-            headers.append((b"server-timing", f"app;dur={milliseconds}".encode()))
-            names.append(b"Server-Timing")
-        if self._response_time_header:
-            headers.append((b"x-response-time", f"{milliseconds}ms".encode()))
-            names.append(b"X-Response-Time")
+        cors = False
         for index, (name, value) in enumerate(headers):
-            # CORS answered this request: let the browser's scripts read the timings.
-            if name.lower() == b"access-control-expose-headers":
-                headers[index] = (name, value + b", " + b", ".join(names))
+            if name == b"access-control-allow-origin":
+                cors = True
+            elif name == b"access-control-expose-headers":
+                # CORS answered this request: let the browser's scripts read the timings.
+                headers[index] = (name, value + b", " + self._expose_names)
+                cors = False
                 break
-        else:
-            if any(name.lower() == b"access-control-allow-origin" for name, _ in headers):
-                headers.append((b"access-control-expose-headers", b", ".join(names)))
+        if cors:
+            headers.append((b"access-control-expose-headers", self._expose_names))
+        if self._server_timing:
+            headers.append((b"server-timing", b"app;dur=" + milliseconds))
+        if self._response_time_header:
+            headers.append((b"x-response-time", milliseconds + b"ms"))
         message["headers"] = headers
 
     def _lifespan_send(self, send: Send) -> Send:
@@ -408,7 +424,7 @@ def instrument_app(
     app: Any,
     *,
     tracer_provider: TracerProvider,
-    meter_provider: MeterProvider,
+    local_metrics: LocalMetrics,
     excluded_paths: Iterable[str],
     excluded_patterns: tuple[re.Pattern[str], ...] = (),
     on_startup: Callable[[], object] | None = None,
@@ -418,21 +434,27 @@ def instrument_app(
     server_timing: bool = False,
     response_time_header: bool = False,
     trust: TraceparentTrust | None = None,
+    probes: Mapping[str, ASGIApp] | None = None,
 ) -> bool:
     """Wrap ``app``'s middleware stack once; a second call is a no-op returning False."""
     if is_instrumented(app):
         return False
     tracer = tracer_provider.get_tracer(_SCOPE_NAME, __version__)
-    meter = meter_provider.get_meter(_SCOPE_NAME, __version__)
-    duration = meter.create_histogram(
+    duration = FastHistogram(
         "http.server.request.duration",
-        unit="s",
-        description="Duration of HTTP server requests.",
-        explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
+        "s",
+        "Duration of HTTP server requests.",
+        DURATION_BUCKETS,
+        SERVER_DURATION_ATTRIBUTES,
     )
-    active = meter.create_up_down_counter(
-        "http.server.active_requests", unit="{request}", description="Number of active HTTP server requests."
+    active = FastUpDownCounter(
+        "http.server.active_requests",
+        "{request}",
+        "Number of active HTTP server requests.",
+        ("http.request.method", "url.scheme"),
     )
+    local_metrics.register(_SCOPE_NAME, __version__, duration)
+    local_metrics.register(_SCOPE_NAME, __version__, active)
     excluded = frozenset(excluded_paths)
     original_build = app.build_middleware_stack
 
@@ -453,6 +475,7 @@ def instrument_app(
             server_timing=server_timing,
             response_time_header=response_time_header,
             trust=trust,
+            probes=probes,
         )
 
     app.build_middleware_stack = build_middleware_stack

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -129,10 +130,12 @@ class PriceTable:
             pass
         found: str | None = model if model in self.models else None
         if found is None:
-            for name in self.models:
-                if model.startswith(name + "-") and _is_version_suffix(model[len(name) + 1 :]):
-                    if found is None or len(name) > len(found):
-                        found = name
+            candidates = [
+                name
+                for name in self.models
+                if model.startswith(name + "-") and _is_version_suffix(model[len(name) + 1 :])
+            ]
+            found = max(candidates, key=len) if candidates else None
         if len(self._matches) < 1024:
             self._matches[model] = found
         return found
@@ -154,7 +157,9 @@ def _is_version_suffix(text: str) -> bool:
 
 
 def _read_table(raw: Any, name: str, shown: object) -> tuple[str, dict[str, Price]]:
-    allowed = 'JSON like {"version": "...", "models": {"gpt-4o-mini": {"input": 0.15, "output": 0.6}}} (USD per 1M tokens)'
+    allowed = (
+        'JSON like {"version": "...", "models": {"gpt-4o-mini": {"input": 0.15, "output": 0.6}}} (USD per 1M tokens)'
+    )
     if not isinstance(raw, Mapping) or not isinstance(raw.get("models"), Mapping):
         raise OtelSetupConfigError(name, shown, allowed)
     per = raw.get("per", 1_000_000)
@@ -187,7 +192,9 @@ def load_price_table(override: str | Mapping[str, Any] | None = None, name: str 
             try:
                 raw = json.loads(Path(override).read_text(encoding="utf-8"))
             except (OSError, ValueError) as error:
-                raise OtelSetupConfigError(name, override, f"a readable JSON price file ({type(error).__name__})") from None
+                raise OtelSetupConfigError(
+                    name, override, f"a readable JSON price file ({type(error).__name__})"
+                ) from None
         own_version, own = _read_table(raw, name, shown)
         models.update(own)
         version = f"{version}+{own_version}"
@@ -204,35 +211,34 @@ def parse_duration(text: str | None) -> float | None:
 
     Negative, empty or malformed values give None: a gauge is better unset than wrong.
     """
-    if text is None:
-        return None
-    text = text.strip()
+    text = (text or "").strip()
     if not text:
         return None
     try:
         plain = float(text)
     except ValueError:
-        pass
-    else:
-        return plain if plain >= 0 and plain == plain and plain != float("inf") else None
+        return _go_duration(text)
+    return plain if plain >= 0 and math.isfinite(plain) else None
+
+
+def _go_duration(text: str) -> float | None:
+    """``<number><unit>`` repeated; any other shape is None."""
     total, index, length = 0.0, 0, len(text)
     while index < length:
         start = index
         while index < length and (text[index].isdigit() or text[index] == "."):
             index += 1
-        if start == index:
-            return None
-        try:
-            number = float(text[start:index])
-        except ValueError:
-            return None
         unit_start = index
         while index < length and not (text[index].isdigit() or text[index] == "."):
             index += 1
         factor = _DURATION_UNITS.get(text[unit_start:index])
-        if factor is None:
+        try:
+            number = float(text[start:unit_start]) if factor is not None else math.nan
+        except ValueError:
+            number = math.nan
+        if math.isnan(number):
             return None
-        total += number * factor
+        total += number * (factor or 0.0)
     return total
 
 
@@ -289,16 +295,8 @@ def _read_usage(result: _Result, usage: Any) -> None:
         result.cached_tokens = _int(details.get("cached_tokens"))
 
 
-def _read_object(result: _Result, body: Any) -> None:
-    """A chat completion, a streamed chunk, or a Responses object; content is never read."""
-    if not isinstance(body, Mapping):
-        return
-    model = body.get("model")
-    if isinstance(model, str) and model:
-        result.response_model = model[:256]
-    identifier = body.get("id")
-    if isinstance(identifier, str) and identifier:
-        result.response_id = identifier[:256]
+def _read_finish_reasons(result: _Result, body: Mapping[str, Any]) -> None:
+    """Chat's ``choices[].finish_reason``; for a Responses object, its status mapped to the same words."""
     choices = body.get("choices")
     if isinstance(choices, list):
         for choice in choices:
@@ -315,6 +313,19 @@ def _read_object(result: _Result, body: Any) -> None:
             result.finish_reasons = ["length"]
         elif isinstance(reason, str):
             result.finish_reasons = [reason[:64]]
+
+
+def _read_object(result: _Result, body: Any) -> None:
+    """A chat completion, a streamed chunk, or a Responses object; content is never read."""
+    if not isinstance(body, Mapping):
+        return
+    model = body.get("model")
+    if isinstance(model, str) and model:
+        result.response_model = model[:256]
+    identifier = body.get("id")
+    if isinstance(identifier, str) and identifier:
+        result.response_id = identifier[:256]
+    _read_finish_reasons(result, body)
     if "usage" in body:
         _read_usage(result, body["usage"])
     error = body.get("error")
@@ -498,6 +509,7 @@ class _GenAICall:
             self._instruments.rate_limits[measure].set(value, {**base, "otel_setup.genai.ratelimit.kind": kind})
 
     def complete(self, status: int | None, result: _Result, error: BaseException | None) -> None:
+        """The body is read (or the call failed): record everything once, end the span."""
         instruments = self._instruments
         duration = perf_counter() - self._start
         prices = instruments.prices
@@ -505,72 +517,25 @@ class _GenAICall:
         metric = dict(self._metric_attributes)
         if result.response_model:
             metric["gen_ai.response.model"] = prices.match(result.response_model) or UNKNOWN
-        error_type: str | None = None
-        if status is None:
-            error_type = type(error).__qualname__ if error is not None else "_OTHER"
-        elif status >= 400:
-            error_type = result.error_code if result.error_code in _ERROR_CODES else str(status)
-        elif error is not None:  # the body failed mid-way (a dropped stream)
-            error_type = type(error).__qualname__
+        error_type = _error_type(status, result, error)
         if error_type is not None:
             metric["error.type"] = error_type
         instruments.duration.record(duration, metric)
-
+        succeeded = status is not None and status < 400
         usage_reported = result.input_tokens is not None and result.output_tokens is not None
-        cost: float | None = None
-        token_attributes = {k: v for k, v in metric.items() if k != "error.type"}
-        if usage_reported and status is not None and status < 400:
-            assert result.input_tokens is not None and result.output_tokens is not None
-            instruments.tokens.record(result.input_tokens, {**token_attributes, "gen_ai.token.type": "input"})
-            instruments.tokens.record(result.output_tokens, {**token_attributes, "gen_ai.token.type": "output"})
-            if price_model is not None:
-                input_cost, output_cost = prices.cost(
-                    price_model, result.input_tokens, result.cached_tokens or 0, result.output_tokens
-                )
-                cost = input_cost + output_cost
-                cost_attributes = {
-                    "gen_ai.provider.name": metric["gen_ai.provider.name"],
-                    "otel_setup.genai.price_model": price_model,
-                }
-                instruments.cost.add(input_cost, {**cost_attributes, "gen_ai.token.type": "input"})
-                instruments.cost.add(output_cost, {**cost_attributes, "gen_ai.token.type": "output"})
-
+        cost = self._record_usage(result, metric, price_model) if succeeded and usage_reported else None
         counted: dict[str, Any] = {
             "gen_ai.provider.name": metric["gen_ai.provider.name"],
             "gen_ai.operation.name": metric["gen_ai.operation.name"],
             "otel_setup.genai.price_model": price_model or UNKNOWN,
             "otel_setup.genai.outcome": _outcome(status, result.error_code),
         }
-        if status is not None and status < 400 and error is None:
+        if succeeded and error is None:
             counted["otel_setup.genai.usage"] = "reported" if usage_reported else "missing"
         instruments.requests.add(1, counted)
-
-        span = self._span
-        if span.is_recording():
-            if result.response_model:
-                span.set_attribute("gen_ai.response.model", result.response_model)
-            if result.response_id:
-                span.set_attribute("gen_ai.response.id", result.response_id)
-            if result.finish_reasons:
-                span.set_attribute("gen_ai.response.finish_reasons", tuple(result.finish_reasons))
-            if result.input_tokens is not None:
-                span.set_attribute("gen_ai.usage.input_tokens", result.input_tokens)
-            if result.output_tokens is not None:
-                span.set_attribute("gen_ai.usage.output_tokens", result.output_tokens)
-            if result.cached_tokens is not None:
-                span.set_attribute("gen_ai.usage.cache_read.input_tokens", result.cached_tokens)
-            if status is not None and status < 400:
-                span.set_attribute("otel_setup.genai.usage_reported", usage_reported)
-            span.set_attribute("otel_setup.genai.price_model", price_model or UNKNOWN)
-            if cost is not None:
-                span.set_attribute("otel_setup.genai.cost.usd", cost)
-                span.set_attribute("otel_setup.genai.price_table", prices.version)
-            if error_type is not None:
-                span.set_attribute("error.type", error_type)
-                if error is not None:
-                    span.record_exception(error)
-                span.set_status(Status(StatusCode.ERROR))
-        span.end()
+        if self._span.is_recording():
+            self._annotate(result, price_model, cost, usage_reported if succeeded else None, error_type, error)
+        self._span.end()
         emit_call(
             GenAICall(
                 provider=str(metric["gen_ai.provider.name"]),
@@ -589,6 +554,66 @@ class _GenAICall:
                 duration_s=duration,
             )
         )
+
+    def _record_usage(self, result: _Result, metric: dict[str, Any], price_model: str | None) -> float | None:
+        """Token histograms and, for a priced model, the cost counter; returns the cost."""
+        instruments = self._instruments
+        input_tokens, output_tokens = result.input_tokens or 0, result.output_tokens or 0
+        token_attributes = {k: v for k, v in metric.items() if k != "error.type"}
+        instruments.tokens.record(input_tokens, {**token_attributes, "gen_ai.token.type": "input"})
+        instruments.tokens.record(output_tokens, {**token_attributes, "gen_ai.token.type": "output"})
+        if price_model is None:
+            return None
+        input_cost, output_cost = instruments.prices.cost(
+            price_model, input_tokens, result.cached_tokens or 0, output_tokens
+        )
+        cost_attributes = {
+            "gen_ai.provider.name": metric["gen_ai.provider.name"],
+            "otel_setup.genai.price_model": price_model,
+        }
+        instruments.cost.add(input_cost, {**cost_attributes, "gen_ai.token.type": "input"})
+        instruments.cost.add(output_cost, {**cost_attributes, "gen_ai.token.type": "output"})
+        return input_cost + output_cost
+
+    def _annotate(
+        self,
+        result: _Result,
+        price_model: str | None,
+        cost: float | None,
+        usage_reported: bool | None,
+        error_type: str | None,
+        error: BaseException | None,
+    ) -> None:
+        span = self._span
+        values: dict[str, Any] = {
+            "gen_ai.response.model": result.response_model,
+            "gen_ai.response.id": result.response_id,
+            "gen_ai.response.finish_reasons": tuple(result.finish_reasons) or None,
+            "gen_ai.usage.input_tokens": result.input_tokens,
+            "gen_ai.usage.output_tokens": result.output_tokens,
+            "gen_ai.usage.cache_read.input_tokens": result.cached_tokens,
+            "otel_setup.genai.usage_reported": usage_reported,
+            "otel_setup.genai.price_model": price_model or UNKNOWN,
+            "otel_setup.genai.cost.usd": cost,
+            "otel_setup.genai.price_table": self._instruments.prices.version if cost is not None else None,
+            "error.type": error_type,
+        }
+        span.set_attributes({key: value for key, value in values.items() if value is not None})
+        if error_type is not None:
+            if error is not None:
+                span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR))
+
+
+def _error_type(status: int | None, result: _Result, error: BaseException | None) -> str | None:
+    """Exception class, a known upstream error code, or the status code; None on success."""
+    if status is None:
+        return type(error).__qualname__ if error is not None else "_OTHER"
+    if status >= 400:
+        return result.error_code if result.error_code in _ERROR_CODES else str(status)
+    if error is not None:  # the body failed mid-way (a dropped stream)
+        return type(error).__qualname__
+    return None
 
 
 def _request_body(request: Any) -> Mapping[str, Any]:
@@ -609,17 +634,14 @@ def _request_body(request: Any) -> Mapping[str, Any]:
 class GenAIHandler:
     """Claims ``POST`` requests whose path ends with an OpenAI-compatible endpoint."""
 
-    def __init__(self, instruments: _Instruments, skip_hosts: frozenset[str]) -> None:
+    def __init__(self, instruments: _Instruments) -> None:
         self._instruments = instruments
-        self._skip_hosts = skip_hosts
 
     def begin(self, request: Any) -> _GenAICall | None:
         if request.method != "POST":
             return None
         path = request.url.path
         if not (path.endswith("/chat/completions") or path.endswith("/responses")):
-            return None
-        if request.url.host in self._skip_hosts:
             return None
         body = _request_body(request)
         model = body.get("model")
@@ -666,7 +688,6 @@ def instrument_genai(
     tracer_provider: TracerProvider,
     meter_provider: MeterProvider,
     prices: str | Mapping[str, Any] | None,
-    skip_hosts: frozenset[str] = frozenset(),
 ) -> bool:
     """Returns False when httpx is missing or this ran already."""
     if _handlers:
@@ -720,7 +741,7 @@ def instrument_genai(
             ),
         },
     )
-    handler = GenAIHandler(instruments, skip_hosts)
+    handler = GenAIHandler(instruments)
     _handlers.append(handler)
     add_api_handler(handler)
     return True

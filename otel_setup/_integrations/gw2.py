@@ -55,12 +55,62 @@ _MAX_ERROR_BODY: Final = 4096
 # Top-level v2 endpoints (https://api.guildwars2.com/v2). Anything else is ``/v2/_OTHER``,
 # which keeps the label set bounded whatever path the caller builds.
 _ROOTS: Final = frozenset(
-    """account achievements backstory build characters colors commerce continents createsubtoken
-    currencies dailycrafting dungeons emblem emotes files finishers gliders guild home homestead
-    items itemstats jadebots legendaryarmory legends mailcarriers mapchests maps masteries materials
-    minis mounts novelties outfits pets professions pvp quaggans quests races raids recipes skiffs
-    skills skins specializations stories titles tokeninfo traits wizardsvault worldbosses worlds
-    wvw""".split()
+    [
+        "account",
+        "achievements",
+        "backstory",
+        "build",
+        "characters",
+        "colors",
+        "commerce",
+        "continents",
+        "createsubtoken",
+        "currencies",
+        "dailycrafting",
+        "dungeons",
+        "emblem",
+        "emotes",
+        "files",
+        "finishers",
+        "gliders",
+        "guild",
+        "home",
+        "homestead",
+        "items",
+        "itemstats",
+        "jadebots",
+        "legendaryarmory",
+        "legends",
+        "mailcarriers",
+        "mapchests",
+        "maps",
+        "masteries",
+        "materials",
+        "minis",
+        "mounts",
+        "novelties",
+        "outfits",
+        "pets",
+        "professions",
+        "pvp",
+        "quaggans",
+        "quests",
+        "races",
+        "raids",
+        "recipes",
+        "skiffs",
+        "skills",
+        "skins",
+        "specializations",
+        "stories",
+        "titles",
+        "tokeninfo",
+        "traits",
+        "wizardsvault",
+        "worldbosses",
+        "worlds",
+        "wvw",
+    ]
 )
 # Where an identifier sits whatever it looks like: character names can be plain lowercase words.
 _IDENTIFIER_AT: Final = {"characters": (2, "{name}"), "guild": (2, "{id}")}
@@ -253,11 +303,12 @@ class GW2Handler:
         span_attributes["url.template"] = template
         span_attributes["url.scheme"] = url.scheme
         query = url.query.decode("ascii", "replace") if url.query else ""
-        span_attributes["url.full"] = (
-            f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}{prefix}{template}"
-            + (f"?{redact_query(query)}" if query else "")
+        span_attributes["url.full"] = f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}{prefix}{template}" + (
+            f"?{redact_query(query)}" if query else ""
         )
-        span = self._instruments.tracer.start_span(f"{method} {template}", kind=SpanKind.CLIENT, attributes=span_attributes)
+        span = self._instruments.tracer.start_span(
+            f"{method} {template}", kind=SpanKind.CLIENT, attributes=span_attributes
+        )
         attributes["url.template"] = template
         return _GW2Call(self._instruments, span, attributes, template)
 

@@ -10,8 +10,10 @@ structured data without frame locals (structlog's default shows them).
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+from datetime import datetime, timezone
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, Final
 
@@ -20,12 +22,14 @@ from opentelemetry import trace
 
 from otel_setup._redaction import redact_value
 
-__all__ = ["RequestLog", "add_trace_context", "configure_logging", "redact_event", "route_server_loggers"]
+__all__ = ["FastJsonLine", "RequestLog", "add_trace_context", "configure_logging", "redact_event", "route_server_loggers"]
 
 EventDict = MutableMapping[str, Any]
 Processor = Callable[[Any, str, EventDict], EventDict]
 
 _LEVELS: Final = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_LEVEL_NAMES: Final = {value: name for name, value in _LEVELS.items()}
+_KNOWN_METHODS: Final = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE", "QUERY")
 _HANDLER_MARK: Final = "_otel_setup_handler"
 _SERVER_LOGGERS: Final = ("uvicorn", "uvicorn.error", "gunicorn.error")
 _ACCESS_LOGGERS: Final = ("uvicorn.access", "gunicorn.access")
@@ -80,6 +84,81 @@ def _processors(static: Mapping[str, Any]) -> list[Any]:
     ]
 
 
+class FastJsonLine:
+    """Writes one JSON line with exactly the shape the full processor chain renders.
+
+    The request line is written once per request; through ``logging`` and the
+    processor chain it costs more than a bare FastAPI request. When the root
+    logger holds only the package's handler (the default), the same line is
+    assembled directly. Any other handler (an OTLP log exporter, a user's
+    handler, a filter on the request logger) switches back to the full path.
+    """
+
+    def __init__(self, handler: logging.Handler, static_fields: Mapping[str, Any]) -> None:
+        self._handler = handler
+        static = {key: value for key, value in static_fields.items() if value is not None}
+        self._static_json = (", " + json.dumps(static)[1:-1]) if static else ""
+        self._routes: dict[str | None, str] = {}
+        self._events = {event: json.dumps(event) for event in ("request", "slow request")}
+        self._methods = {method: json.dumps(method) for method in (*_KNOWN_METHODS, "_OTHER")}
+        self._root = logging.getLogger()
+        self._logger = logging.getLogger("otel_setup.request")
+
+    def usable(self) -> bool:
+        logger = self._logger
+        return (
+            len(self._root.handlers) == 1
+            and self._root.handlers[0] is self._handler
+            and not logger.handlers
+            and not logger.filters
+            and logger.propagate
+        )
+
+    def write(self, level: str, event: str, method: str, route: str | None, status: int, duration_ms: float) -> None:
+        """The request line, assembled from pre-encoded pieces (``json.dumps`` only for new routes)."""
+        encoded_route = self._routes.get(route)
+        if encoded_route is None:
+            encoded_route = json.dumps(route)
+            if len(self._routes) < 10_000:
+                self._routes[route] = encoded_route
+        parts = [
+            '{"event": ',
+            json.dumps(event) if event not in self._events else self._events[event],
+            ', "level": "',
+            level,
+            '", "logger": "otel_setup.request", "http.request.method": ',
+            self._methods.get(method) or json.dumps(method),
+            ', "http.route": ',
+            encoded_route,
+            ', "http.response.status_code": ',
+            str(status),
+            ', "duration_ms": ',
+            repr(duration_ms),
+            ', "timestamp": "',
+            datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+            '"',
+            self._static_json,
+        ]
+        if structlog.contextvars.get_contextvars():
+            extra = {
+                key: redact_value(key, value) for key, value in structlog.contextvars.get_contextvars().items()
+            }
+            parts.append(", " + json.dumps(extra)[1:-1])
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            parts.append(f', "trace_id": "{context.trace_id:032x}", "span_id": "{context.span_id:016x}"')
+        parts.append("}\n")
+        text = "".join(parts)
+        handler = self._handler
+        handler.acquire()
+        try:
+            stream = handler.stream  # type: ignore[attr-defined] # a StreamHandler
+            stream.write(text)
+            stream.flush()
+        finally:
+            handler.release()
+
+
 class RequestLog:
     """The one line per request: method, route template, status, duration, trace id.
 
@@ -87,27 +166,29 @@ class RequestLog:
     line carries no identifier from the URL and no query string.
     """
 
-    def __init__(self, level: str, slow_ms: int) -> None:
+    def __init__(self, level: str, slow_ms: int, fast: FastJsonLine | None = None) -> None:
         self._logger = logging.getLogger("otel_setup.request")
         self._level = _LEVELS.get(level, logging.INFO)
         self._enabled = level != "off"
         self._slow_seconds = slow_ms / 1000.0
+        self._fast = fast
 
     def __call__(self, method: str, route: str | None, status: int, elapsed: float) -> None:
         slow = elapsed >= self._slow_seconds
         level = logging.WARNING if slow and self._level < logging.WARNING else self._level
         if not (self._enabled or slow) or not self._logger.isEnabledFor(level):
             return
-        self._logger.log(
-            level,
-            "slow request" if slow else "request",
-            extra={
-                "http.request.method": method,
-                "http.route": route,
-                "http.response.status_code": status,
-                "duration_ms": round(elapsed * 1000.0, 3),
-            },
-        )
+        fields = {
+            "http.request.method": method,
+            "http.route": route,
+            "http.response.status_code": status,
+            "duration_ms": round(elapsed * 1000.0, 3),
+        }
+        event = "slow request" if slow else "request"
+        if self._fast is not None and self._fast.usable():
+            self._fast.write(_LEVEL_NAMES[level], event, method, route, status, fields["duration_ms"])
+            return
+        self._logger.log(level, event, extra=fields)
 
 
 def route_server_loggers() -> None:
@@ -136,8 +217,8 @@ def configure_logging(
     static_fields: Mapping[str, Any],
     logger_provider: Any | None,
     processors: tuple[Any, ...] = (),
-) -> Callable[[], None]:
-    """Install the renderer on the root logger; returns the undo."""
+) -> tuple[Callable[[], None], FastJsonLine | None]:
+    """Install the renderer on the root logger; returns the undo and the request line's fast path."""
     shared = [*_processors(static_fields), *processors]
     renderer: Any = (
         structlog.processors.JSONRenderer()
@@ -170,6 +251,7 @@ def configure_logging(
         root.removeHandler(existing)
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(formatter)
+    handler.addFilter(ExportLogLimiter())
     setattr(handler, _HANDLER_MARK, True)
     root.addHandler(handler)
     added: list[logging.Handler] = [handler]
@@ -183,6 +265,9 @@ def configure_logging(
         added.append(otel_handler)
     root.setLevel(_LEVELS[level])
     route_server_loggers()
+    # httpx logs every request at INFO with its full URL (character names,
+    # guild ids); the client spans carry the same facts without them.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
     def undo() -> None:
         for item in added:
@@ -190,7 +275,37 @@ def configure_logging(
         root.setLevel(previous_level)
         structlog.reset_defaults()
 
-    return undo
+    fast = FastJsonLine(handler, static_fields) if log_format == "json" and not processors else None
+    return undo, fast
+
+
+class ExportLogLimiter(logging.Filter):
+    """At most ``per_minute`` lines a minute from each export-path logger.
+
+    A collector outage makes every batch fail; one line per batch per signal
+    would bury the application's own logs (and cost disk). The count of what
+    was lost is in the ``otel.sdk.*`` metrics, not in the log volume.
+    """
+
+    PREFIXES: Final = ("opentelemetry.exporter", "opentelemetry.sdk", "urllib3.connectionpool", "grpc")
+
+    def __init__(self, per_minute: int = 3, clock: Callable[[], float] | None = None) -> None:
+        super().__init__()
+        import time
+
+        self._per_minute = per_minute
+        self._clock = clock or time.monotonic
+        self._windows: dict[str, tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.PREFIXES):
+            return True
+        now = self._clock()
+        start, count = self._windows.get(record.name, (now, 0))
+        if now - start >= 60.0:
+            start, count = now, 0
+        self._windows[record.name] = (start, count + 1)
+        return count < self._per_minute
 
 
 def _not_from_exporters(record: logging.LogRecord) -> bool:

@@ -1,0 +1,208 @@
+"""Pre-aggregated instruments for the per-request hot path.
+
+Recording one value through the SDK's instrument API costs about 10-15 µs on
+this stack (a ``Measurement`` object, attribute cleaning, a dict copy, sorted
+hashing of the attributes, the exemplar filter, a lock), which is paid three
+times per request for the server duration and active-request metrics. These
+instruments aggregate in place instead: the attribute values arrive as a tuple
+in a fixed order, a dict lookup finds the series, ``bisect`` the bucket. Their
+data joins the SDK's at collection time, through the readers built by
+``_providers`` (Prometheus and OTLP alike), as cumulative points with the same
+names, units, attributes and bucket boundaries the SDK would have produced,
+and the same cardinality cap with its ``otel.metric.overflow`` series.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left
+from collections.abc import Sequence
+from time import time_ns
+from typing import Any, Final
+
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Histogram,
+    HistogramDataPoint,
+    Metric,
+    MetricsData,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+__all__ = ["FastHistogram", "FastUpDownCounter", "LocalMetrics", "merge_into"]
+
+CARDINALITY_LIMIT: Final = 2000
+_OVERFLOW: Final = ("__overflow__",)
+
+
+class _Series:
+    __slots__ = ("bucket_counts", "count", "exemplar", "maximum", "minimum", "total")
+
+    def __init__(self, buckets: int) -> None:
+        self.bucket_counts = [0] * buckets
+        self.count = 0
+        self.total = 0.0
+        self.minimum = float("inf")
+        self.maximum = float("-inf")
+        self.exemplar: tuple[float, int, int, int] | None = None
+
+
+class FastHistogram:
+    """A cumulative explicit-bucket histogram keyed by a tuple of attribute values."""
+
+    def __init__(
+        self, name: str, unit: str, description: str, boundaries: Sequence[float], attribute_names: Sequence[str]
+    ) -> None:
+        self.name = name
+        self.unit = unit
+        self.description = description
+        self.boundaries = tuple(boundaries)
+        self.attribute_names = tuple(attribute_names)
+        self._series: dict[tuple[Any, ...], _Series] = {}
+        self._lock = threading.Lock()
+        self._start = time_ns()
+
+    def record(self, value: float, key: tuple[Any, ...], trace_id: int = 0, span_id: int = 0) -> None:
+        """``key`` holds the values of ``attribute_names`` in order; ``None`` leaves one out."""
+        with self._lock:
+            series = self._series.get(key)
+            if series is None:
+                if len(self._series) >= CARDINALITY_LIMIT:
+                    key = _OVERFLOW
+                    series = self._series.get(key)
+                if series is None:
+                    series = self._series[key] = _Series(len(self.boundaries) + 1)
+            series.bucket_counts[bisect_left(self.boundaries, value)] += 1
+            series.count += 1
+            series.total += value
+            if value < series.minimum:
+                series.minimum = value
+            if value > series.maximum:
+                series.maximum = value
+            if trace_id:
+                series.exemplar = (value, time_ns(), trace_id, span_id)
+
+    def _attributes(self, key: tuple[Any, ...]) -> dict[str, Any]:
+        if key is _OVERFLOW or key == _OVERFLOW:
+            return {"otel.metric.overflow": True}
+        return {name: value for name, value in zip(self.attribute_names, key, strict=True) if value is not None}
+
+    def collect(self, now: int) -> Metric | None:
+        with self._lock:
+            snapshot = [
+                (key, list(s.bucket_counts), s.count, s.total, s.minimum, s.maximum, s.exemplar)
+                for key, s in self._series.items()
+            ]
+        if not snapshot:
+            return None
+        from opentelemetry.sdk.metrics._internal.exemplar import Exemplar
+
+        points = [
+            HistogramDataPoint(
+                attributes=self._attributes(key),
+                start_time_unix_nano=self._start,
+                time_unix_nano=now,
+                count=count,
+                sum=total,
+                bucket_counts=counts,
+                explicit_bounds=list(self.boundaries),
+                min=minimum,
+                max=maximum,
+                exemplars=[Exemplar({}, exemplar[0], exemplar[1], exemplar[3], exemplar[2])] if exemplar else [],
+            )
+            for key, counts, count, total, minimum, maximum, exemplar in snapshot
+        ]
+        return Metric(
+            name=self.name,
+            description=self.description,
+            unit=self.unit,
+            data=Histogram(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE),
+        )
+
+
+class FastUpDownCounter:
+    """A cumulative non-monotonic sum keyed by a tuple of attribute values."""
+
+    def __init__(self, name: str, unit: str, description: str, attribute_names: Sequence[str]) -> None:
+        self.name = name
+        self.unit = unit
+        self.description = description
+        self.attribute_names = tuple(attribute_names)
+        self._values: dict[tuple[Any, ...], int] = {}
+        self._lock = threading.Lock()
+        self._start = time_ns()
+
+    def add(self, amount: int, key: tuple[Any, ...]) -> None:
+        with self._lock:
+            if key not in self._values and len(self._values) >= CARDINALITY_LIMIT:
+                key = _OVERFLOW
+            self._values[key] = self._values.get(key, 0) + amount
+
+    def collect(self, now: int) -> Metric | None:
+        with self._lock:
+            snapshot = list(self._values.items())
+        if not snapshot:
+            return None
+        points = [
+            NumberDataPoint(
+                attributes={"otel.metric.overflow": True}
+                if key == _OVERFLOW
+                else {n: v for n, v in zip(self.attribute_names, key, strict=True) if v is not None},
+                start_time_unix_nano=self._start,
+                time_unix_nano=now,
+                value=value,
+            )
+            for key, value in snapshot
+        ]
+        return Metric(
+            name=self.name,
+            description=self.description,
+            unit=self.unit,
+            data=Sum(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE, is_monotonic=False),
+        )
+
+
+class LocalMetrics:
+    """The fast instruments of one instrumentation scope, collected with the SDK's."""
+
+    def __init__(self) -> None:
+        self._scopes: list[tuple[InstrumentationScope, list[FastHistogram | FastUpDownCounter]]] = []
+        self._lock = threading.Lock()
+
+    def register(self, scope_name: str, version: str, instrument: FastHistogram | FastUpDownCounter) -> None:
+        with self._lock:
+            for scope, instruments in self._scopes:
+                if scope.name == scope_name:
+                    instruments.append(instrument)
+                    return
+            self._scopes.append((InstrumentationScope(scope_name, version), [instrument]))
+
+    def scope_metrics(self) -> list[ScopeMetrics]:
+        now = time_ns()
+        with self._lock:
+            scopes = [(scope, list(instruments)) for scope, instruments in self._scopes]
+        result = []
+        for scope, instruments in scopes:
+            metrics = [m for m in (i.collect(now) for i in instruments) if m is not None]
+            if metrics:
+                result.append(ScopeMetrics(scope=scope, metrics=metrics, schema_url=""))
+        return result
+
+
+def merge_into(metrics_data: MetricsData | None, local: LocalMetrics, resource: Resource) -> MetricsData | None:
+    """The SDK's collection plus the fast instruments, under the same resource."""
+    extra = local.scope_metrics()
+    if not extra:
+        return metrics_data
+    if metrics_data is None or not metrics_data.resource_metrics:
+        return MetricsData(resource_metrics=[ResourceMetrics(resource=resource, scope_metrics=extra, schema_url="")])
+    first, *rest = metrics_data.resource_metrics
+    merged = ResourceMetrics(
+        resource=first.resource, scope_metrics=[*first.scope_metrics, *extra], schema_url=first.schema_url
+    )
+    return MetricsData(resource_metrics=[merged, *rest])

@@ -1,0 +1,189 @@
+"""The pipeline watching itself: exported and failed items, queue drops, queue size.
+
+Alert rules need to see a pipeline that loses data. The SDK counts processor
+drops only when ``OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED`` is set in the
+environment, and its OTLP exporters count nothing; here the processors get
+their metrics switched on directly and every exporter is wrapped by a counter
+using the semantic-conventions names (``otel.sdk.exporter.*.exported`` with
+``error.type`` on failure). All of these run on the export thread, never on
+the request path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from opentelemetry.metrics import Counter, MeterProvider
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from otel_setup.version import __version__
+
+__all__ = ["CountingMetricExporter", "CountingSpanExporter", "ExportCounters", "enable_processor_metrics"]
+
+_log = logging.getLogger("otel_setup")
+_SCOPE: Final = "otel_setup.pipeline"
+
+
+class ExportCounters:
+    """Counters created once the meter provider exists (exporters are built before it)."""
+
+    def __init__(self) -> None:
+        self.spans: Counter | None = None
+        self.points: Counter | None = None
+        self.logs: Counter | None = None
+
+    def bind(self, meter_provider: MeterProvider) -> None:
+        meter = meter_provider.get_meter(_SCOPE, __version__)
+        self.spans = meter.create_counter(
+            "otel.sdk.exporter.span.exported", unit="{span}", description="Spans the exporter sent or failed to send."
+        )
+        self.points = meter.create_counter(
+            "otel.sdk.exporter.metric_data_point.exported",
+            unit="{data_point}",
+            description="Metric data points the exporter sent or failed to send.",
+        )
+        self.logs = meter.create_counter(
+            "otel.sdk.exporter.log.exported", unit="{log_record}", description="Log records the exporter sent or failed to send."
+        )
+
+
+def _attributes(component: str, ok: bool, error: str = "export_failed") -> dict[str, str]:
+    attributes = {"otel.component.type": component}
+    if not ok:
+        attributes["error.type"] = error
+    return attributes
+
+
+class CountingSpanExporter(SpanExporter):
+    def __init__(self, inner: SpanExporter, counters: ExportCounters, component: str) -> None:
+        self._inner = inner
+        self._counters = counters
+        self._component = component
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self._inner.export(spans)
+        except Exception:
+            self._count(len(spans), ok=False, error="exception")
+            raise
+        self._count(len(spans), ok=result is SpanExportResult.SUCCESS)
+        return result
+
+    def _count(self, amount: int, *, ok: bool, error: str = "export_failed") -> None:
+        counter = self._counters.spans
+        if counter is not None and amount:
+            counter.add(amount, _attributes(self._component, ok, error))
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+class CountingMetricExporter(MetricExporter):
+    def __init__(self, inner: MetricExporter, counters: ExportCounters, component: str) -> None:
+        super().__init__(
+            preferred_temporality=inner._preferred_temporality,  # noqa: SLF001 - the reader reads these from its exporter
+            preferred_aggregation=inner._preferred_aggregation,  # noqa: SLF001
+        )
+        self._inner = inner
+        self._counters = counters
+        self._component = component
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        points = _count_points(metrics_data)
+        try:
+            result = self._inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+        except Exception:
+            self._count(points, ok=False)
+            raise
+        self._count(points, ok=result is MetricExportResult.SUCCESS)
+        return result
+
+    def _count(self, amount: int, *, ok: bool) -> None:
+        counter = self._counters.points
+        if counter is not None and amount:
+            counter.add(amount, _attributes(self._component, ok))
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self._inner.force_flush(timeout_millis=timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
+class CountingLogExporter:
+    """Same for log records; duck-typed because the logs SDK is still underscored."""
+
+    def __init__(self, inner: Any, counters: ExportCounters, component: str) -> None:
+        self._inner = inner
+        self._counters = counters
+        self._component = component
+
+    def export(self, batch: Sequence[Any]) -> Any:
+        result = self._inner.export(batch)
+        counter = self._counters.logs
+        if counter is not None and batch:
+            counter.add(len(batch), _attributes(self._component, getattr(result, "name", "") == "SUCCESS"))
+        return result
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return bool(self._inner.force_flush(timeout_millis))
+
+
+def _count_points(metrics_data: MetricsData) -> int:
+    total = 0
+    for resource_metrics in metrics_data.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                total += len(getattr(metric.data, "data_points", ()))
+    return total
+
+
+def enable_processor_metrics(processor: Any, meter_provider: MeterProvider, signal: str) -> bool:
+    """Turn on the SDK's queue metrics for one batch processor (queue size, capacity, drops).
+
+    The SDK offers no argument for it; its internal factory is used directly
+    and, should its layout change, the processor keeps working without them.
+    """
+    try:
+        from opentelemetry.sdk._shared_internal._processor_metrics import create_processor_metrics
+        from opentelemetry.semconv._incubating.attributes.otel_attributes import OtelComponentTypeValues
+
+        inner = processor._batch_processor  # noqa: SLF001
+        component = (
+            OtelComponentTypeValues.BATCHING_SPAN_PROCESSOR
+            if signal == "traces"
+            else OtelComponentTypeValues.BATCHING_LOG_PROCESSOR
+        )
+        metrics = create_processor_metrics(
+            signal,  # type: ignore[arg-type] # "traces" or "logs"
+            component,
+            meter_provider,
+            capacity=inner._max_queue_size,  # noqa: SLF001
+            enabled=True,
+        )
+        queue = inner._queue  # noqa: SLF001
+        metrics.register_queue_size(lambda: len(queue))
+        inner._metrics = metrics  # noqa: SLF001
+    except Exception:  # noqa: BLE001 - an SDK without these internals still exports fine
+        _log.debug("otel_setup: SDK processor metrics unavailable", exc_info=True)
+        return False
+    return True
+
+
+def observable_callback(read: Callable[[], int], attributes: dict[str, str]) -> Callable[[Any], list[Any]]:
+    from opentelemetry.metrics import Observation
+
+    def callback(options: Any) -> list[Any]:
+        return [Observation(read(), attributes)]
+
+    return callback
