@@ -31,6 +31,7 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.sdk.version import __version__ as sdk_version
 
 from otel_setup._fastmetrics import LocalMetrics, merge_into
+from otel_setup._sampling import PresetIdGenerator, RootSpans
 from otel_setup._selfmetrics import (
     CountingLogExporter,
     CountingMetricExporter,
@@ -60,10 +61,15 @@ class _PeriodicReader(PeriodicExportingMetricReader):
         self._local = local
         self._resource = resource
 
-    def collect(self, timeout_millis: float = 10_000) -> None:
-        if self._collect is None:
+    # ``collect`` is marked final for type checkers only. The SDK has no
+    # metric-producer seam, and its own ``collect`` skips the export entirely
+    # when no SDK instrument has data yet, which would drop the hot-path
+    # instruments' data with it.
+    def collect(self, timeout_millis: float = 10_000) -> None:  # type: ignore[misc]
+        collect_sdk: Any = self._collect
+        if collect_sdk is None:
             return
-        metrics_data = merge_into(self._collect(self, timeout_millis=timeout_millis), self._local, self._resource)
+        metrics_data = merge_into(collect_sdk(self, timeout_millis=timeout_millis), self._local, self._resource)
         if metrics_data is not None:
             self._receive_metrics(metrics_data, timeout_millis=timeout_millis)
 
@@ -71,7 +77,7 @@ class _PeriodicReader(PeriodicExportingMetricReader):
 def _prometheus_reader_class() -> Any:
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
 
-    class PrometheusReader(PrometheusMetricReader):  # type: ignore[misc] # untyped base
+    class PrometheusReader(PrometheusMetricReader):
         """Prometheus text of the SDK's metrics plus the hot-path instruments'.
 
         Pull-based: collection happens when ``/metrics`` is scraped, never on a
@@ -83,17 +89,19 @@ def _prometheus_reader_class() -> Any:
             super().__init__(**options)
             self._local = local
             self._resource = resource
-            self._collector._callback = self._scrape  # noqa: SLF001 - the collector's hook into this reader
+            collector: Any = self._collector
+            collector._callback = self._scrape  # the collector's hook into this reader
 
-        def collect(self, timeout_millis: float = 10_000) -> None:
-            return
+        def _receive_metrics(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> None:
+            """A flush: nothing to push for a pull exporter."""
 
         def _scrape(self) -> None:
-            if self._collect is None:
+            collect_sdk: Any = self._collect
+            if collect_sdk is None:
                 return
-            metrics_data = merge_into(self._collect(self, timeout_millis=10_000), self._local, self._resource)
+            metrics_data = merge_into(collect_sdk(self, timeout_millis=10_000), self._local, self._resource)
             if metrics_data is not None:
-                self._receive_metrics(metrics_data)
+                self._collector.add_metrics_data(metrics_data)
 
     return PrometheusReader
 
@@ -232,6 +240,7 @@ class Providers:
     logger_provider: Any | None
     prometheus_registry: Any | None
     local_metrics: LocalMetrics = field(default_factory=LocalMetrics)
+    root_spans: RootSpans | None = None
     exporters: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def shutdown_steps(self) -> list[Callable[[], object]]:
@@ -291,8 +300,10 @@ def build_providers(settings: Settings, resource: Resource) -> Providers:
 
     # shutdown_on_exit=False: the SDK's atexit hook has no deadline (30 s
     # against a hung collector); Telemetry.shutdown() owns the exit path.
+    sampler = build_sampler(settings)
+    ids = PresetIdGenerator()
     tracer_provider = TracerProvider(
-        sampler=build_sampler(settings), resource=resource, span_limits=limits, shutdown_on_exit=False
+        sampler=sampler, resource=resource, span_limits=limits, shutdown_on_exit=False, id_generator=ids
     )
     traces = _traces_exporter_name(settings)
     if traces == "otlp":
@@ -332,6 +343,7 @@ def build_providers(settings: Settings, resource: Resource) -> Providers:
         logger_provider=logger_provider,
         prometheus_registry=registry,
         local_metrics=local,
+        root_spans=RootSpans(sampler, ids),
         exporters={"traces": (traces,), "metrics": metric_exporters or ("none",), "logs": (logs,)},
     )
 

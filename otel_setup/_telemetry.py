@@ -115,6 +115,7 @@ class Telemetry:
             response_time_header=bool(self.settings.response_time_header),
             trust=_trust(self.settings.trusted_traceparent),
             probes=self._probes(),
+            roots=self._providers.root_spans,
         )
 
     def _probes(self) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from otel_setup._providers import DURATION_BUCKETS
 from otel_setup._redaction import redact_query
+from otel_setup._sampling import RootSpans
 from otel_setup._spans import record_error
 from otel_setup.version import __version__
 
@@ -161,8 +162,10 @@ class ServerTelemetryMiddleware:
         response_time_header: bool = False,
         trust: TraceparentTrust | None = None,
         probes: Mapping[str, ASGIApp] | None = None,
+        roots: RootSpans | None = None,
     ) -> None:
         self.app = app
+        self._roots = roots
         self._probes = dict(probes or {})
         self._trust = trust or TraceparentTrust()
         self._tracer = tracer
@@ -238,12 +241,13 @@ class ServerTelemetryMiddleware:
                 if remote_span.is_valid:
                     links = [Link(remote_span)]
 
-        span = self._tracer.start_span(
-            raw_method if method != "_OTHER" else "HTTP",
-            context=parent_context,
-            kind=SpanKind.SERVER,
-            links=links,
-        )
+        name = raw_method if method != "_OTHER" else "HTTP"
+        span: trace.Span
+        roots = self._roots
+        if parent_context is None and roots is not None:
+            span = roots.start(self._tracer, name, links)
+        else:
+            span = self._tracer.start_span(name, context=parent_context, kind=SpanKind.SERVER, links=links)
         recording = span.is_recording()
         if recording:
             span.set_attributes(_request_attributes(scope, method, raw_method, scheme, user_agent))
@@ -435,6 +439,7 @@ def instrument_app(
     response_time_header: bool = False,
     trust: TraceparentTrust | None = None,
     probes: Mapping[str, ASGIApp] | None = None,
+    roots: RootSpans | None = None,
 ) -> bool:
     """Wrap ``app``'s middleware stack once; a second call is a no-op returning False."""
     if is_instrumented(app):
@@ -476,6 +481,7 @@ def instrument_app(
             response_time_header=response_time_header,
             trust=trust,
             probes=probes,
+            roots=roots,
         )
 
     app.build_middleware_stack = build_middleware_stack

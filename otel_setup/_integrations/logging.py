@@ -178,16 +178,17 @@ class RequestLog:
         level = logging.WARNING if slow and self._level < logging.WARNING else self._level
         if not (self._enabled or slow) or not self._logger.isEnabledFor(level):
             return
+        duration_ms = round(elapsed * 1000.0, 3)
+        event = "slow request" if slow else "request"
+        if self._fast is not None and self._fast.usable():
+            self._fast.write(_LEVEL_NAMES[level], event, method, route, status, duration_ms)
+            return
         fields = {
             "http.request.method": method,
             "http.route": route,
             "http.response.status_code": status,
-            "duration_ms": round(elapsed * 1000.0, 3),
+            "duration_ms": duration_ms,
         }
-        event = "slow request" if slow else "request"
-        if self._fast is not None and self._fast.usable():
-            self._fast.write(_LEVEL_NAMES[level], event, method, route, status, fields["duration_ms"])
-            return
         self._logger.log(level, event, extra=fields)
 
 
