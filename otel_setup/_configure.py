@@ -22,6 +22,7 @@ from otel_setup._options import (
     SQLAlchemyOptions,
 )
 from otel_setup._providers import build_providers, build_resource
+from otel_setup._redaction import Redactor
 from otel_setup._settings import INSTRUMENTATIONS, Settings, resolve
 from otel_setup._telemetry import Telemetry
 from otel_setup.health import ReadinessCheck, redis_check, sqlalchemy_check
@@ -77,6 +78,11 @@ def configure(app: Any = None, **options: Unpack[ConfigureOptions]) -> Telemetry
 def _split(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, ReadinessCheck], dict[str, Any]]:
     features: dict[str, Any] = {}
     rest = dict(options)
+    # The redact callback is code, not configuration: a keyword with no variable.
+    callback = rest.pop("redact", None)
+    if callback is not None and not callable(callback):
+        raise OtelSetupConfigError("redact", callback, "a callable (key, value) -> value")
+    features["redact"] = callback
     for name, kind in _FEATURES.items():
         if name not in rest:
             continue
@@ -118,7 +124,8 @@ def _build(settings: Settings, features: Mapping[str, Any], app: Any) -> Telemet
         default_name=_app_attribute(app, "title", ignore="FastAPI"),
         default_version=_app_attribute(app, "version", ignore=None),
     )
-    providers = build_providers(settings, resource)
+    redactor = build_redactor(settings, features.get("redact"))
+    providers = build_providers(settings, resource, redactor=redactor)
     _install_globals(providers.tracer_provider, providers.meter_provider, providers.logger_provider)
 
     from otel_setup._integrations._semconv import use_stable_semconv
@@ -131,6 +138,7 @@ def _build(settings: Settings, features: Mapping[str, Any], app: Any) -> Telemet
         excluded_patterns=patterns,
         shutdown_on_lifespan=fastapi_options.shutdown_on_lifespan,
         instrumentations=states,
+        redactor=redactor,
     )
     states["fastapi"] = _wanted("fastapi", features, settings)
     for name in ("sqlalchemy", "redis", "httpx"):
@@ -141,6 +149,11 @@ def _build(settings: Settings, features: Mapping[str, Any], app: Any) -> Telemet
     telemetry.instrumentations.update(states)
     # --- GW2 and GenAI calls: own spans and metrics for known APIs over httpx
     _instrument_known_apis(settings, providers.tracer_provider, providers.meter_provider, telemetry)
+    # After httpx and the known APIs: the policy's transport wrapper must be the outermost.
+    if states.get("httpx") == "active":
+        from otel_setup._propagation import HostPolicy, install_propagation_guard
+
+        telemetry.add_cleanup(install_propagation_guard(HostPolicy(settings.propagate_to)))
     _start_logging(settings, features, telemetry)
     _start_sentry(settings, telemetry)
 
@@ -175,6 +188,7 @@ def _start_logging(settings: Settings, features: Mapping[str, Any], telemetry: T
         static_fields=static,
         logger_provider=telemetry.logger_provider,
         processors=tuple(options.processors) if isinstance(options, LoggingOptions) else (),
+        redactor=telemetry.redactor,
     )
     telemetry.add_cleanup(undo)
     telemetry.request_log = RequestLog(settings.request_log_level, settings.slow_request_ms, fast)
@@ -198,8 +212,10 @@ def _start_sentry(settings: Settings, telemetry: Telemetry) -> None:
         sample_rate=settings.sentry_sample_rate,
         shutdown_timeout=min(2.0, float(settings.shutdown_timeout)),
         ignored_urls=endpoints,
+        redactor=telemetry.redactor,
     )
     telemetry.error_reporter = bridge.capture_request_error
+    bridge.register_metrics(telemetry.meter_provider)  # otel_setup.sentry.events.dropped
     telemetry.add_shutdown_step(lambda: bridge.close(min(2.0, float(settings.shutdown_timeout))))
     telemetry.instrumentations["sentry"] = "active"
 
@@ -225,7 +241,12 @@ def _instrument_library(name: str, tracer_provider: Any, meter_provider: Any, te
         else:
             from otel_setup._integrations.httpx import instrument_httpx, uninstrument_httpx
 
-            done = instrument_httpx(tracer_provider=tracer_provider, meter_provider=meter_provider)
+            done = instrument_httpx(
+                tracer_provider=tracer_provider,
+                meter_provider=meter_provider,
+                capture_headers=telemetry.settings.capture_headers["client"],
+                redactor=telemetry.redactor,
+            )
             telemetry.add_cleanup(uninstrument_httpx)
     except DependencyConflictError as conflict:
         _log.warning("otel_setup: %s instrumentation skipped: %s", name, conflict)
@@ -268,6 +289,16 @@ def _instrument_known_apis(settings: Settings, tracer_provider: Any, meter_provi
             else:
                 state = "active" if done else "off: httpx not installed or already instrumented"
         telemetry.instrumentations[name] = state
+
+
+def build_redactor(settings: Settings, callback: Any = None) -> Redactor:
+    """The one runtime redaction table: defaults plus the settings' extras and the callback."""
+    return Redactor(
+        extra_patterns=settings.redact_patterns,
+        extra_query_parameters=settings.redact_query_parameters,
+        extra_keys=settings.redact_keys,
+        callback=callback,
+    )
 
 
 def _compile(patterns: Any) -> list[re.Pattern[str]]:

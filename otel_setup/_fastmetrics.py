@@ -80,10 +80,8 @@ class FastHistogram:
             series.bucket_counts[bisect_left(self.boundaries, value)] += 1
             series.count += 1
             series.total += value
-            if value < series.minimum:
-                series.minimum = value
-            if value > series.maximum:
-                series.maximum = value
+            series.minimum = min(series.minimum, value)
+            series.maximum = max(series.maximum, value)
             if trace_id:
                 series.exemplar = (value, time_ns(), trace_id, span_id)
 

@@ -95,6 +95,13 @@ class ConfigureOptions(TypedDict, total=False):
     disabled_instrumentations: Sequence[str] | str
     shutdown_timeout: float
     log_format: Literal["json", "console"]
+    redact_patterns: Sequence[str] | str
+    redact_query_parameters: Sequence[str] | str
+    redact_keys: Sequence[str] | str
+    redact: Callable[[str, str], str]
+    capture_headers: Sequence[str] | str
+    propagate_to: Sequence[str] | str
+    metrics_token: str
     fastapi: FastAPIOptions | Literal[False] | None
     sqlalchemy: SQLAlchemyOptions | Literal[False] | None
     redis: RedisOptions | Literal[False] | None

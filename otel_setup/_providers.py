@@ -8,6 +8,11 @@ environment on its own, with its 10 s timeout).
 
 from __future__ import annotations
 
+# Imported before any provider exists, so its fork handler (which re-creates
+# the lock the parent held across fork()) runs before the SDK's own: the
+# MeterProvider's handler starts a thread pool in the child, and with the
+# lock still held it waits forever (a gunicorn --preload worker never boots).
+import concurrent.futures.thread  # noqa: F401 - imported for its fork handler
 import logging
 import os
 import threading
@@ -31,7 +36,9 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.sdk.version import __version__ as sdk_version
 
 from otel_setup._fastmetrics import LocalMetrics, merge_into
+from otel_setup._redaction import DEFAULT_REDACTOR, Redactor
 from otel_setup._sampling import PresetIdGenerator, RootSpans
+from otel_setup._scrubbing import ScrubbingLogExporter, ScrubbingSpanExporter
 from otel_setup._selfmetrics import (
     CountingLogExporter,
     CountingMetricExporter,
@@ -49,7 +56,22 @@ _log = logging.getLogger("otel_setup")
 # and 2 s, so the "p95 < 200 ms" objective and the 2 s alert threshold fall
 # exactly on a bucket boundary instead of being interpolated.
 DURATION_BUCKETS: tuple[float, ...] = (
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.2, 0.25, 0.5, 0.75, 1.0, 2.0, 2.5, 5.0, 7.5, 10.0,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.2,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
 )
 
 
@@ -106,7 +128,7 @@ def _prometheus_reader_class() -> Any:
     return PrometheusReader
 
 
-def _PrometheusReader(local: LocalMetrics, resource: Resource, **options: Any) -> MetricReader:  # noqa: N802 - reads as a class
+def _PrometheusReader(local: LocalMetrics, resource: Resource, **options: Any) -> MetricReader:
     reader: MetricReader = _prometheus_reader_class()(local, resource, **options)
     return reader
 
@@ -191,7 +213,11 @@ def _span_exporter(settings: Settings) -> SpanExporter:
 
 
 def _otlp_metric_reader(
-    settings: Settings, counters: ExportCounters, local: LocalMetrics, resource: Resource
+    settings: Settings,
+    counters: ExportCounters,
+    local: LocalMetrics,
+    resource: Resource,
+    reset_after_fork: list[Any] | None = None,
 ) -> MetricReader:
     endpoint = settings.signal_endpoint("metrics") or _default_endpoint(settings, "metrics")
     headers = dict(settings.otlp_headers)
@@ -207,7 +233,11 @@ def _otlp_metric_reader(
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
 
         exporter = HttpMetricExporter(endpoint=endpoint, headers=headers, timeout=timeout)
-    component = "otlp_grpc_metric_exporter" if settings.signal_protocol("metrics") == "grpc" else "otlp_http_metric_exporter"
+    if reset_after_fork is not None:
+        reset_after_fork.append(exporter)
+    component = (
+        "otlp_grpc_metric_exporter" if settings.signal_protocol("metrics") == "grpc" else "otlp_http_metric_exporter"
+    )
     return _PeriodicReader(
         local,
         resource,
@@ -224,7 +254,9 @@ def _log_exporter(settings: Settings) -> Any:
     if settings.signal_protocol("logs") == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
 
-        return GrpcLogExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"), headers=headers, timeout=timeout)
+        return GrpcLogExporter(
+            endpoint=endpoint, insecure=endpoint.startswith("http://"), headers=headers, timeout=timeout
+        )
     from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogExporter
 
     return HttpLogExporter(endpoint=endpoint, headers=headers, timeout=timeout)
@@ -242,6 +274,7 @@ class Providers:
     local_metrics: LocalMetrics = field(default_factory=LocalMetrics)
     root_spans: RootSpans | None = None
     exporters: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    counters: ExportCounters | None = None
 
     def shutdown_steps(self) -> list[Callable[[], object]]:
         steps: list[Callable[[], object]] = [self.tracer_provider.shutdown, self.meter_provider.shutdown]
@@ -257,10 +290,16 @@ class Providers:
         if self.logger_provider is not None:
             logger_provider = self.logger_provider
             steps.append(lambda: logger_provider.force_flush(timeout_millis))
+        counters = self.counters
+        if counters is not None:
+            # The SDK's flush answers True after a refused export; an export
+            # failure counted while the flush ran makes the answer False.
+            failed_before = counters.failed_exports
+            steps.append(lambda: counters.failed_exports == failed_before)
         return steps
 
 
-def build_providers(settings: Settings, resource: Resource) -> Providers:
+def build_providers(settings: Settings, resource: Resource, *, redactor: Redactor = DEFAULT_REDACTOR) -> Providers:
     limit: int = settings.attribute_value_length_limit
     # Every limit is passed explicitly: SpanLimits reads the environment for
     # any it is not given.
@@ -278,6 +317,10 @@ def build_providers(settings: Settings, resource: Resource) -> Providers:
     # against a hung collector); Telemetry.shutdown() owns the exit path.
     counters = ExportCounters()
     local = LocalMetrics()
+    # Before any provider registers its own fork handler, so the resource is
+    # already the child's when the SDK's handlers copy it.
+    exporters_to_reset: list[Any] = []
+    _refresh_in_forked_children(resource, exporters_to_reset)
     # The meter provider comes first: the span and log processors report their
     # queues through it, and exporters count what they sent.
     readers: list[MetricReader] = []
@@ -292,7 +335,7 @@ def build_providers(settings: Settings, resource: Resource) -> Providers:
         registry = CollectorRegistry(auto_describe=True)
         readers.append(_PrometheusReader(local, resource, registry=registry))
     if "otlp" in metric_exporters:
-        readers.append(_otlp_metric_reader(settings, counters, local, resource))
+        readers.append(_otlp_metric_reader(settings, counters, local, resource, exporters_to_reset))
     if "console" in metric_exporters:
         readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
     meter_provider = MeterProvider(metric_readers=readers, resource=resource, shutdown_on_exit=False)
@@ -307,9 +350,14 @@ def build_providers(settings: Settings, resource: Resource) -> Providers:
     )
     traces = _traces_exporter_name(settings)
     if traces == "otlp":
-        component = "otlp_grpc_span_exporter" if settings.signal_protocol("traces") == "grpc" else "otlp_http_span_exporter"
+        component = (
+            "otlp_grpc_span_exporter" if settings.signal_protocol("traces") == "grpc" else "otlp_http_span_exporter"
+        )
+        span_exporter = _span_exporter(settings)
+        exporters_to_reset.append(span_exporter)
         span_processor = BatchSpanProcessor(
-            CountingSpanExporter(_span_exporter(settings), counters, component),
+            # redaction: every span, from any instrumentation, scrubbed on the export thread
+            CountingSpanExporter(ScrubbingSpanExporter(span_exporter, redactor), counters, component),
             max_queue_size=2048,
             schedule_delay_millis=1000,
             max_export_batch_size=512,
@@ -318,20 +366,29 @@ def build_providers(settings: Settings, resource: Resource) -> Providers:
         enable_processor_metrics(span_processor, meter_provider, "traces")
         tracer_provider.add_span_processor(span_processor)
     elif traces == "console":
-        tracer_provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        tracer_provider.add_span_processor(BatchSpanProcessor(ScrubbingSpanExporter(ConsoleSpanExporter(), redactor)))
 
     logger_provider: Any | None = None
     logs = settings.logs_exporter or "none"
     if logs != "none":
-        from opentelemetry.sdk._logs import LoggerProvider
+        from opentelemetry.sdk._logs import LoggerProvider, LogRecordLimits
         from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogExporter
 
-        logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+        # Both limits explicit (LogRecordLimits reads the environment for any it is not given).
+        log_limits = LogRecordLimits(max_attributes=128, max_attribute_length=limit)
+        logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False, log_record_limits=log_limits)
         if logs == "otlp":
-            component = "otlp_grpc_log_exporter" if settings.signal_protocol("logs") == "grpc" else "otlp_http_log_exporter"
-            log_exporter: Any = CountingLogExporter(_log_exporter(settings), counters, component)
+            component = (
+                "otlp_grpc_log_exporter" if settings.signal_protocol("logs") == "grpc" else "otlp_http_log_exporter"
+            )
+            otlp_log_exporter = _log_exporter(settings)
+            exporters_to_reset.append(otlp_log_exporter)
+            # redaction: log records (FastAPI's own included) scrubbed on the export thread
+            log_exporter: Any = CountingLogExporter(
+                ScrubbingLogExporter(otlp_log_exporter, redactor), counters, component
+            )
         else:
-            log_exporter = ConsoleLogExporter()
+            log_exporter = ScrubbingLogExporter(ConsoleLogExporter(), redactor)
         log_processor = BatchLogRecordProcessor(log_exporter, export_timeout_millis=int(settings.otlp_timeout * 1000))
         enable_processor_metrics(log_processor, meter_provider, "logs")
         logger_provider.add_log_record_processor(log_processor)
@@ -343,9 +400,57 @@ def build_providers(settings: Settings, resource: Resource) -> Providers:
         logger_provider=logger_provider,
         prometheus_registry=registry,
         local_metrics=local,
-        root_spans=RootSpans(sampler, ids),
+        root_spans=RootSpans(
+            sampler,
+            ids,
+            ratio=settings.sampling_ratio if settings.sampler in ("traceidratio", "parentbased_traceidratio") else None,
+        ),
         exporters={"traces": (traces,), "metrics": metric_exporters or ("none",), "logs": (logs,)},
+        counters=counters,
     )
+
+
+def _refresh_in_forked_children(resource: Resource, exporters: list[Any]) -> None:
+    """Give a forked child (gunicorn ``--preload`` worker) its own identity and connections.
+
+    ``configure()`` at import in a preloading master runs once, then every
+    worker is a fork() of it: without this, all workers would report the
+    master's ``service.instance.id`` and pid (one series for N processes) and
+    share the master's pooled keep-alive sockets to the collector. The SDK's
+    batch processors already restart their threads in the child. The resource
+    is updated in place because every provider, reader and span holds this
+    one object.
+    """
+    if not hasattr(os, "register_at_fork"):
+        return
+
+    def after_in_child() -> None:
+        try:
+            attributes = dict(resource.attributes)
+            attributes["service.instance.id"] = str(uuid.uuid4())
+            attributes["process.pid"] = os.getpid()
+            resource._attributes = Resource(attributes).attributes  # type: ignore[assignment]
+            for exporter in exporters:
+                _drop_pooled_connections(exporter)
+        except Exception:  # noqa: BLE001 - a fork must never fail because of telemetry
+            _log.debug("otel_setup: refreshing telemetry after fork failed", exc_info=True)
+
+    os.register_at_fork(after_in_child=after_in_child)
+
+
+def _drop_pooled_connections(exporter: Any) -> None:
+    """Close the child's copies of inherited keep-alive sockets (the parent's stay open).
+
+    Two processes writing to one inherited connection interleave their
+    requests; a fresh pool makes each worker open its own.
+    """
+    transport = getattr(getattr(exporter, "_client", None), "_transport", None)
+    session = getattr(transport, "_session", None) or getattr(transport, "_pool", None)
+    for closer in ("close", "clear"):
+        method = getattr(session, closer, None)
+        if callable(method):
+            method()
+            return
 
 
 def run_within(steps: Sequence[Callable[[], object]], timeout: float, what: str) -> bool:

@@ -12,6 +12,7 @@ the request path.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -35,6 +36,23 @@ class ExportCounters:
         self.spans: Counter | None = None
         self.points: Counter | None = None
         self.logs: Counter | None = None
+        self._lock = threading.Lock()
+        self._failed_exports = 0
+
+    @property
+    def failed_exports(self) -> int:
+        """Export calls (any signal) that failed so far.
+
+        The SDK's ``force_flush`` answers True even when the export it ran was
+        refused; a flush compares this number before and after to tell the
+        caller the truth.
+        """
+        return self._failed_exports
+
+    def record_outcome(self, ok: bool) -> None:
+        if not ok:
+            with self._lock:
+                self._failed_exports += 1
 
     def bind(self, meter_provider: MeterProvider) -> None:
         meter = meter_provider.get_meter(_SCOPE, __version__)
@@ -47,7 +65,9 @@ class ExportCounters:
             description="Metric data points the exporter sent or failed to send.",
         )
         self.logs = meter.create_counter(
-            "otel.sdk.exporter.log.exported", unit="{log_record}", description="Log records the exporter sent or failed to send."
+            "otel.sdk.exporter.log.exported",
+            unit="{log_record}",
+            description="Log records the exporter sent or failed to send.",
         )
 
 
@@ -68,9 +88,12 @@ class CountingSpanExporter(SpanExporter):
         try:
             result = self._inner.export(spans)
         except Exception:
+            self._counters.record_outcome(False)
             self._count(len(spans), ok=False, error="exception")
             raise
-        self._count(len(spans), ok=result is SpanExportResult.SUCCESS)
+        ok = result is SpanExportResult.SUCCESS
+        self._counters.record_outcome(ok)
+        self._count(len(spans), ok=ok)
         return result
 
     def _count(self, amount: int, *, ok: bool, error: str = "export_failed") -> None:
@@ -88,8 +111,8 @@ class CountingSpanExporter(SpanExporter):
 class CountingMetricExporter(MetricExporter):
     def __init__(self, inner: MetricExporter, counters: ExportCounters, component: str) -> None:
         super().__init__(
-            preferred_temporality=inner._preferred_temporality,  # noqa: SLF001 - the reader reads these from its exporter
-            preferred_aggregation=inner._preferred_aggregation,  # noqa: SLF001
+            preferred_temporality=inner._preferred_temporality,
+            preferred_aggregation=inner._preferred_aggregation,
         )
         self._inner = inner
         self._counters = counters
@@ -100,9 +123,12 @@ class CountingMetricExporter(MetricExporter):
         try:
             result = self._inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
         except Exception:
+            self._counters.record_outcome(False)
             self._count(points, ok=False)
             raise
-        self._count(points, ok=result is MetricExportResult.SUCCESS)
+        ok = result is MetricExportResult.SUCCESS
+        self._counters.record_outcome(ok)
+        self._count(points, ok=ok)
         return result
 
     def _count(self, amount: int, *, ok: bool) -> None:
@@ -126,10 +152,16 @@ class CountingLogExporter:
         self._component = component
 
     def export(self, batch: Sequence[Any]) -> Any:
-        result = self._inner.export(batch)
+        try:
+            result = self._inner.export(batch)
+        except Exception:
+            self._counters.record_outcome(False)
+            raise
+        ok = getattr(result, "name", "") == "SUCCESS"
+        self._counters.record_outcome(ok)
         counter = self._counters.logs
         if counter is not None and batch:
-            counter.add(len(batch), _attributes(self._component, getattr(result, "name", "") == "SUCCESS"))
+            counter.add(len(batch), _attributes(self._component, ok))
         return result
 
     def shutdown(self) -> None:
@@ -158,7 +190,7 @@ def enable_processor_metrics(processor: Any, meter_provider: MeterProvider, sign
         from opentelemetry.sdk._shared_internal._processor_metrics import create_processor_metrics
         from opentelemetry.semconv._incubating.attributes.otel_attributes import OtelComponentTypeValues
 
-        inner = processor._batch_processor  # noqa: SLF001
+        inner = processor._batch_processor
         component = (
             OtelComponentTypeValues.BATCHING_SPAN_PROCESSOR
             if signal == "traces"
@@ -168,12 +200,12 @@ def enable_processor_metrics(processor: Any, meter_provider: MeterProvider, sign
             signal,  # type: ignore[arg-type] # "traces" or "logs"
             component,
             meter_provider,
-            capacity=inner._max_queue_size,  # noqa: SLF001
+            capacity=inner._max_queue_size,
             enabled=True,
         )
-        queue = inner._queue  # noqa: SLF001
+        queue = inner._queue
         metrics.register_queue_size(lambda: len(queue))
-        inner._metrics = metrics  # noqa: SLF001
+        inner._metrics = metrics
     except Exception:  # noqa: BLE001 - an SDK without these internals still exports fine
         _log.debug("otel_setup: SDK processor metrics unavailable", exc_info=True)
         return False

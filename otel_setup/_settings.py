@@ -240,7 +240,9 @@ def _patterns(value: object, name: str) -> tuple[re.Pattern[str], ...]:
         try:
             compiled.append(re.compile(text))
         except re.error:
-            raise OtelSetupConfigError(name, value, "valid regular expressions matched against the whole path") from None
+            raise OtelSetupConfigError(
+                name, value, "valid regular expressions matched against the whole path"
+            ) from None
     return tuple(compiled)
 
 
@@ -311,6 +313,124 @@ def _trust(value: object, name: str) -> tuple[str, ...]:
     return picked
 
 
+# --- redaction, header capture, propagation and /metrics access
+
+
+def _split_patterns(text: str) -> list[str]:
+    """Comma-separated regular expressions; commas inside (), [] or {} belong to the pattern."""
+    parts: list[str] = []
+    depth = 0
+    current: list[str] = []
+    escaped = False
+    for char in text:
+        if escaped:
+            current.append(char)
+            escaped = False
+            continue
+        if char == "\\":
+            escaped = True
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth = max(0, depth - 1)
+        elif char == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+def _regexes(value: object, name: str) -> tuple[str, ...]:
+    """Extra secret patterns: each must compile and must not match the empty string."""
+    if value is None:
+        return ()
+    items = _split_patterns(value) if isinstance(value, str) else value
+    allowed = "comma-separated regular expressions that cannot match an empty string"
+    if not isinstance(items, (list, tuple)):
+        raise OtelSetupConfigError(name, value, allowed)
+    picked: list[str] = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        try:
+            compiled = re.compile(text)
+        except re.error:
+            raise OtelSetupConfigError(name, value, allowed) from None
+        if compiled.fullmatch("") is not None:
+            raise OtelSetupConfigError(name, value, allowed)
+        picked.append(text)
+    return tuple(picked)
+
+
+_NO_HEADERS: Final[dict[str, frozenset[str]]] = {"server": frozenset(), "client": frozenset()}
+_HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
+
+
+def _header_capture(value: object, name: str) -> dict[str, frozenset[str]]:
+    """``x-request-id,server:user-agent,client:x-ratelimit-remaining`` -> names per side."""
+    captured: dict[str, set[str]] = {"server": set(), "client": set()}
+    if value is None:
+        return {side: frozenset(names) for side, names in captured.items()}
+    items = value.split(",") if isinstance(value, str) else value
+    allowed = "a comma list of header names (no wildcards), each optionally prefixed by server: or client:"
+    if not isinstance(items, (list, tuple, set, frozenset)):
+        raise OtelSetupConfigError(name, value, allowed)
+    for item in items:
+        text = str(item).strip().lower()
+        if not text:
+            continue
+        side, sep, header = text.partition(":")
+        sides = (side,) if sep else ("server", "client")
+        header = header if sep else text
+        header = header.strip()
+        if (sep and side not in captured) or not _HEADER_NAME.fullmatch(header) or header in ("*", ".*"):
+            raise OtelSetupConfigError(name, value, allowed)
+        for chosen in sides:
+            captured[chosen].add(header)
+    return {side: frozenset(names) for side, names in captured.items()}
+
+
+def _hosts(value: object, name: str) -> tuple[str, ...]:
+    """``internal``, ``all``, ``none``, host names, ``*.suffix`` wildcards and CIDR networks."""
+    import ipaddress
+
+    items = value.split(",") if isinstance(value, str) else value
+    allowed = "internal, all, none, or a comma list of those, host names, *.suffix wildcards and CIDR networks"
+    if not isinstance(items, (list, tuple)):
+        raise OtelSetupConfigError(name, value, allowed)
+    picked = tuple(str(item).strip().lower() for item in items if str(item).strip())
+    if not picked:
+        return ("none",)
+    for item in picked:
+        if item in ("internal", "all", "none"):
+            continue
+        host = item[2:] if item.startswith("*.") else item.lstrip(".")
+        try:
+            ipaddress.ip_network(host, strict=False)
+            continue
+        except ValueError:
+            pass
+        if not re.fullmatch(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*\.?", host):
+            raise OtelSetupConfigError(name, value, allowed)
+    return picked
+
+
+def _token(value: object, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise OtelSetupConfigError(name, "<hidden>", "a string")
+    text = value.strip()
+    if not text:
+        return None
+    if len(text) < 16 or any(c.isspace() for c in text):
+        raise OtelSetupConfigError(name, "<hidden>", "a token of at least 16 characters without spaces")
+    return text
+
+
 @dataclass(frozen=True)
 class Setting(Generic[T]):
     """One setting: its keyword, the variables it reads, how to parse, the default."""
@@ -325,95 +445,342 @@ class Setting(Generic[T]):
 
 SETTINGS: Final[tuple[Setting[Any], ...]] = (
     Setting("disabled", ("OTEL_SDK_DISABLED",), _boolean, False, "Turn all telemetry off; the app keeps serving."),
-    Setting("service_name", ("OTEL_SERVICE_NAME",), _optional_text, None,
-            "`service.name`; falls back to `OTEL_RESOURCE_ATTRIBUTES`, then the FastAPI title."),
-    Setting("service_version", ("OTEL_SETUP_SERVICE_VERSION",), _optional_text, None,
-            "`service.version`; falls back to `OTEL_RESOURCE_ATTRIBUTES`, then the FastAPI version."),
-    Setting("environment", ("OTEL_SETUP_ENVIRONMENT", "ENVIRONMENT"), _optional_text, None,
-            "`deployment.environment.name`; falls back to `OTEL_RESOURCE_ATTRIBUTES`."),
-    Setting("resource_attributes", ("OTEL_RESOURCE_ATTRIBUTES",), _key_values(False), {},
-            "Extra resource attributes, `key=value,key2=value2`."),
-    Setting("traces_exporter", ("OTEL_TRACES_EXPORTER",), _optional_choice(TRACES_EXPORTERS), None,
-            "`otlp`, `console` or `none`; default `otlp` when an OTLP endpoint is set, else `none`."),
-    Setting("metrics_exporter", ("OTEL_METRICS_EXPORTER",), _choices(METRICS_EXPORTERS), None,
-            "Comma list of `prometheus`, `otlp`, `console`, `none`; default `prometheus`, plus `otlp` "
-            "when an OTLP endpoint is set."),
-    Setting("logs_exporter", ("OTEL_LOGS_EXPORTER",), _optional_choice(LOGS_EXPORTERS), None,
-            "`otlp`, `console` or `none` (default) for OTel log records."),
-    Setting("otlp_endpoint", ("OTEL_EXPORTER_OTLP_ENDPOINT",), _endpoint, None,
-            "Collector base URL; `/v1/<signal>` is appended for http/protobuf."),
-    Setting("otlp_traces_endpoint", ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",), _endpoint, None,
-            "Full URL for spans, used as is."),
-    Setting("otlp_metrics_endpoint", ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",), _endpoint, None,
-            "Full URL for metrics, used as is."),
-    Setting("otlp_logs_endpoint", ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",), _endpoint, None,
-            "Full URL for logs, used as is."),
-    Setting("otlp_protocol", ("OTEL_EXPORTER_OTLP_PROTOCOL",), _choice(PROTOCOLS), "http/protobuf",
-            "`http/protobuf` (default, fork-safe) or `grpc`."),
-    Setting("otlp_traces_protocol", ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",), _optional_choice(PROTOCOLS), None,
-            "Per-signal protocol override."),
-    Setting("otlp_metrics_protocol", ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",), _optional_choice(PROTOCOLS), None,
-            "Per-signal protocol override."),
-    Setting("otlp_logs_protocol", ("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",), _optional_choice(PROTOCOLS), None,
-            "Per-signal protocol override."),
-    Setting("otlp_headers", ("OTEL_EXPORTER_OTLP_HEADERS",), _key_values(True), {},
-            "Headers for every OTLP request, `key=value,...` (values are never logged).", secret=True),
-    Setting("otlp_timeout", ("OTEL_EXPORTER_OTLP_TIMEOUT",), _positive_seconds(60.0), 5.0,
-            "Seconds one export may take, retries included (the SDK's own default is 10)."),
-    Setting("sampler", ("OTEL_TRACES_SAMPLER",), _choice(SAMPLERS), "parentbased_traceidratio",
-            "Head sampler for spans; metrics are never sampled."),
-    Setting("sampling_ratio", ("OTEL_TRACES_SAMPLER_ARG",), _ratio, 0.1,
-            "Ratio for the `traceidratio` samplers; changes the default sampler's ratio on its own."),
-    Setting("metric_export_interval", ("OTEL_METRIC_EXPORT_INTERVAL",), _milliseconds, 15_000,
-            "Milliseconds between OTLP metric pushes."),
-    Setting("attribute_value_length_limit", ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",), _positive_int, 2048,
-            "Longest attribute value kept on spans and log records."),
-    Setting("metrics_path", ("OTEL_SETUP_METRICS_PATH",), _path, "/metrics",
-            "Path of the Prometheus endpoint on the app, or `off`."),
-    Setting("metrics_port", ("OTEL_SETUP_METRICS_PORT",), _optional_port, None,
-            "Serve Prometheus text on this port (own listener) instead of on the app."),
-    Setting("metrics_host", ("OTEL_SETUP_METRICS_HOST",), _text, "127.0.0.1",
-            "Address the separate metrics listener binds to."),
+    Setting(
+        "service_name",
+        ("OTEL_SERVICE_NAME",),
+        _optional_text,
+        None,
+        "`service.name`; falls back to `OTEL_RESOURCE_ATTRIBUTES`, then the FastAPI title.",
+    ),
+    Setting(
+        "service_version",
+        ("OTEL_SETUP_SERVICE_VERSION",),
+        _optional_text,
+        None,
+        "`service.version`; falls back to `OTEL_RESOURCE_ATTRIBUTES`, then the FastAPI version.",
+    ),
+    Setting(
+        "environment",
+        ("OTEL_SETUP_ENVIRONMENT", "ENVIRONMENT"),
+        _optional_text,
+        None,
+        "`deployment.environment.name`; falls back to `OTEL_RESOURCE_ATTRIBUTES`.",
+    ),
+    Setting(
+        "resource_attributes",
+        ("OTEL_RESOURCE_ATTRIBUTES",),
+        _key_values(False),
+        {},
+        "Extra resource attributes, `key=value,key2=value2`.",
+    ),
+    Setting(
+        "traces_exporter",
+        ("OTEL_TRACES_EXPORTER",),
+        _optional_choice(TRACES_EXPORTERS),
+        None,
+        "`otlp`, `console` or `none`; default `otlp` when an OTLP endpoint is set, else `none`.",
+    ),
+    Setting(
+        "metrics_exporter",
+        ("OTEL_METRICS_EXPORTER",),
+        _choices(METRICS_EXPORTERS),
+        None,
+        "Comma list of `prometheus`, `otlp`, `console`, `none`; default `prometheus`, plus `otlp` "
+        "when an OTLP endpoint is set.",
+    ),
+    Setting(
+        "logs_exporter",
+        ("OTEL_LOGS_EXPORTER",),
+        _optional_choice(LOGS_EXPORTERS),
+        None,
+        "`otlp`, `console` or `none` (default) for OTel log records.",
+    ),
+    Setting(
+        "otlp_endpoint",
+        ("OTEL_EXPORTER_OTLP_ENDPOINT",),
+        _endpoint,
+        None,
+        "Collector base URL; `/v1/<signal>` is appended for http/protobuf.",
+    ),
+    Setting(
+        "otlp_traces_endpoint",
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",),
+        _endpoint,
+        None,
+        "Full URL for spans, used as is.",
+    ),
+    Setting(
+        "otlp_metrics_endpoint",
+        ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",),
+        _endpoint,
+        None,
+        "Full URL for metrics, used as is.",
+    ),
+    Setting(
+        "otlp_logs_endpoint", ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",), _endpoint, None, "Full URL for logs, used as is."
+    ),
+    Setting(
+        "otlp_protocol",
+        ("OTEL_EXPORTER_OTLP_PROTOCOL",),
+        _choice(PROTOCOLS),
+        "http/protobuf",
+        "`http/protobuf` (default, fork-safe) or `grpc`.",
+    ),
+    Setting(
+        "otlp_traces_protocol",
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",),
+        _optional_choice(PROTOCOLS),
+        None,
+        "Per-signal protocol override.",
+    ),
+    Setting(
+        "otlp_metrics_protocol",
+        ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",),
+        _optional_choice(PROTOCOLS),
+        None,
+        "Per-signal protocol override.",
+    ),
+    Setting(
+        "otlp_logs_protocol",
+        ("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",),
+        _optional_choice(PROTOCOLS),
+        None,
+        "Per-signal protocol override.",
+    ),
+    Setting(
+        "otlp_headers",
+        ("OTEL_EXPORTER_OTLP_HEADERS",),
+        _key_values(True),
+        {},
+        "Headers for every OTLP request, `key=value,...` (values are never logged).",
+        secret=True,
+    ),
+    Setting(
+        "otlp_timeout",
+        ("OTEL_EXPORTER_OTLP_TIMEOUT",),
+        _positive_seconds(60.0),
+        5.0,
+        "Seconds one export may take, retries included (the SDK's own default is 10).",
+    ),
+    Setting(
+        "sampler",
+        ("OTEL_TRACES_SAMPLER",),
+        _choice(SAMPLERS),
+        "parentbased_traceidratio",
+        "Head sampler for spans; metrics are never sampled.",
+    ),
+    Setting(
+        "sampling_ratio",
+        ("OTEL_TRACES_SAMPLER_ARG",),
+        _ratio,
+        0.1,
+        "Ratio for the `traceidratio` samplers; changes the default sampler's ratio on its own.",
+    ),
+    Setting(
+        "metric_export_interval",
+        ("OTEL_METRIC_EXPORT_INTERVAL",),
+        _milliseconds,
+        15_000,
+        "Milliseconds between OTLP metric pushes.",
+    ),
+    Setting(
+        "attribute_value_length_limit",
+        ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",),
+        _positive_int,
+        2048,
+        "Longest attribute value kept on spans and log records.",
+    ),
+    Setting(
+        "metrics_path",
+        ("OTEL_SETUP_METRICS_PATH",),
+        _path,
+        "/metrics",
+        "Path of the Prometheus endpoint on the app, or `off`.",
+    ),
+    Setting(
+        "metrics_port",
+        ("OTEL_SETUP_METRICS_PORT",),
+        _optional_port,
+        None,
+        "Serve Prometheus text on this port (own listener) instead of on the app.",
+    ),
+    Setting(
+        "metrics_host",
+        ("OTEL_SETUP_METRICS_HOST",),
+        _text,
+        "127.0.0.1",
+        "Address the separate metrics listener binds to.",
+    ),
     Setting("health_path", ("OTEL_SETUP_HEALTH_PATH",), _path, "/health", "Liveness path, or `off`."),
     Setting("ready_path", ("OTEL_SETUP_READY_PATH",), _path, "/ready", "Readiness path, or `off`."),
-    Setting("ready_timeout", ("OTEL_SETUP_READY_TIMEOUT",), _positive_seconds(30.0), 1.0,
-            "Seconds each readiness check may take."),
-    Setting("excluded_urls", ("OTEL_SETUP_EXCLUDED_URLS",), _patterns, (),
-            "Extra paths (regular expressions, matched against the whole path) left out of traces and metrics."),
-    Setting("disabled_instrumentations", ("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS",), _names, frozenset(),
-            "Comma list of instrumentations to skip: fastapi, sqlalchemy, redis, httpx, gw2, genai."),
-    Setting("shutdown_timeout", ("OTEL_SETUP_SHUTDOWN_TIMEOUT",), _positive_seconds(120.0), 5.0,
-            "Seconds `shutdown()` may take, even when the collector hangs."),
-    Setting("trusted_traceparent", ("OTEL_SETUP_TRUSTED_TRACEPARENT",), _trust, ("none",),
-            "Whose inbound `traceparent`/`baggage` become the parent: `none` (public edge: new trace linked "
-            "to the caller's), `all`, or a comma list of browser origins and client networks (CIDR)."),
-    Setting("log_level", ("OTEL_SETUP_LOG_LEVEL",), _choice(LOG_LEVELS), "info",
-            "Level of the root logger the package configures."),
-    Setting("request_log_level", ("OTEL_SETUP_REQUEST_LOG_LEVEL",), _choice((*LOG_LEVELS, "off")), "info",
-            "Level of the one-line-per-request log, or `off`."),
-    Setting("slow_request_ms", ("OTEL_SETUP_SLOW_REQUEST_MS",), _positive_int, 1000,
-            "Requests slower than this many milliseconds are logged at WARNING."),
-    Setting("server_timing", ("OTEL_SETUP_SERVER_TIMING",), _boolean, True,
-            "Add `Server-Timing: app;dur=<ms>` to responses."),
-    Setting("response_time_header", ("OTEL_SETUP_RESPONSE_TIME_HEADER",), _boolean, True,
-            "Add `X-Response-Time: <ms>ms` to responses."),
-    Setting("sentry_dsn", ("SENTRY_DSN",), _optional_text, None,
-            "Enables Sentry for errors; without it nothing of Sentry is imported.", secret=True),
-    Setting("sentry_environment", ("SENTRY_ENVIRONMENT",), _optional_text, None,
-            "Sentry `environment`; defaults to the deployment environment."),
-    Setting("sentry_sample_rate", ("OTEL_SETUP_SENTRY_SAMPLE_RATE",), _ratio, 1.0,
-            "Fraction of error events sent to Sentry."),
-    Setting("log_format", ("OTEL_SETUP_LOG_FORMAT",), _choice(LOG_FORMATS), "json",
-            "Log rendering: `json` or `console`."),
+    Setting(
+        "ready_timeout",
+        ("OTEL_SETUP_READY_TIMEOUT",),
+        _positive_seconds(30.0),
+        1.0,
+        "Seconds each readiness check may take.",
+    ),
+    Setting(
+        "excluded_urls",
+        ("OTEL_SETUP_EXCLUDED_URLS",),
+        _patterns,
+        (),
+        "Extra paths (regular expressions, matched against the whole path) left out of traces and metrics.",
+    ),
+    Setting(
+        "disabled_instrumentations",
+        ("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS",),
+        _names,
+        frozenset(),
+        "Comma list of instrumentations to skip: fastapi, sqlalchemy, redis, httpx, gw2, genai.",
+    ),
+    Setting(
+        "shutdown_timeout",
+        ("OTEL_SETUP_SHUTDOWN_TIMEOUT",),
+        _positive_seconds(120.0),
+        5.0,
+        "Seconds `shutdown()` may take, even when the collector hangs.",
+    ),
+    Setting(
+        "trusted_traceparent",
+        ("OTEL_SETUP_TRUSTED_TRACEPARENT",),
+        _trust,
+        ("none",),
+        "Whose inbound `traceparent` becomes the parent: `none` (public edge: new trace linked "
+        "to the caller's), `all`, or a comma list of browser origins and client networks (CIDR). "
+        "Inbound `baggage` is never taken over.",
+    ),
+    Setting(
+        "log_level",
+        ("OTEL_SETUP_LOG_LEVEL",),
+        _choice(LOG_LEVELS),
+        "info",
+        "Level of the root logger the package configures.",
+    ),
+    Setting(
+        "request_log_level",
+        ("OTEL_SETUP_REQUEST_LOG_LEVEL",),
+        _choice((*LOG_LEVELS, "off")),
+        "info",
+        "Level of the one-line-per-request log, or `off`.",
+    ),
+    Setting(
+        "slow_request_ms",
+        ("OTEL_SETUP_SLOW_REQUEST_MS",),
+        _positive_int,
+        1000,
+        "Requests slower than this many milliseconds are logged at WARNING.",
+    ),
+    Setting(
+        "server_timing",
+        ("OTEL_SETUP_SERVER_TIMING",),
+        _boolean,
+        True,
+        "Add `Server-Timing: app;dur=<ms>` to responses.",
+    ),
+    Setting(
+        "response_time_header",
+        ("OTEL_SETUP_RESPONSE_TIME_HEADER",),
+        _boolean,
+        True,
+        "Add `X-Response-Time: <ms>ms` to responses.",
+    ),
+    Setting(
+        "sentry_dsn",
+        ("SENTRY_DSN",),
+        _optional_text,
+        None,
+        "Enables Sentry for errors; without it nothing of Sentry is imported.",
+        secret=True,
+    ),
+    Setting(
+        "sentry_environment",
+        ("SENTRY_ENVIRONMENT",),
+        _optional_text,
+        None,
+        "Sentry `environment`; defaults to the deployment environment.",
+    ),
+    Setting(
+        "sentry_sample_rate",
+        ("OTEL_SETUP_SENTRY_SAMPLE_RATE",),
+        _ratio,
+        1.0,
+        "Fraction of error events sent to Sentry.",
+    ),
+    Setting(
+        "log_format", ("OTEL_SETUP_LOG_FORMAT",), _choice(LOG_FORMATS), "json", "Log rendering: `json` or `console`."
+    ),
+    # --- redaction, header capture, propagation and /metrics access (see README "Redaction")
+    Setting(
+        "redact_patterns",
+        ("OTEL_SETUP_REDACT_PATTERNS",),
+        _regexes,
+        (),
+        "Extra regular expressions of secrets, replaced wherever they appear in a string (commas inside "
+        "`()`, `[]`, `{}` belong to the pattern); added to the defaults.",
+    ),
+    Setting(
+        "redact_query_parameters",
+        ("OTEL_SETUP_REDACT_QUERY_PARAMETERS",),
+        _names,
+        frozenset(),
+        "Extra query parameter names whose values become `REDACTED` (case-insensitive); added to the defaults.",
+    ),
+    Setting(
+        "redact_keys",
+        ("OTEL_SETUP_REDACT_KEYS",),
+        _names,
+        frozenset(),
+        "Extra key names (matched anywhere in a key, case-insensitive) whose string values become `REDACTED`.",
+    ),
+    Setting(
+        "capture_headers",
+        ("OTEL_SETUP_CAPTURE_HEADERS",),
+        _header_capture,
+        _NO_HEADERS,
+        "Header names recorded as `http.request.header.<name>` (client responses: `http.response.header.<name>`), "
+        "prefix `server:` or `client:` for one side; off by default. Credentials are always `REDACTED`.",
+    ),
+    Setting(
+        "propagate_to",
+        ("OTEL_SETUP_PROPAGATE_TO",),
+        _hosts,
+        ("internal",),
+        "Hosts httpx sends `traceparent`/`baggage` to: `internal` (loopback, private, single-label and "
+        "`.internal`/`.local`/`.svc` names), `all`, `none`, or a list of those, hosts, `*.suffix` and CIDRs.",
+    ),
+    Setting(
+        "metrics_token",
+        ("OTEL_SETUP_METRICS_TOKEN",),
+        _token,
+        None,
+        "Bearer token `/metrics` requires (app path and separate port); without it the answer is 401.",
+        secret=True,
+    ),
     # --- GW2, GenAI and cache
-    Setting("gw2_api_base", ("OTEL_SETUP_GW2_API_BASE", "GW2_API_BASE"), _endpoint, None,
-            "Base URL of a GW2 API besides `https://api.guildwars2.com` (a proxy or a stand-in); "
-            "its calls get endpoint-template spans and metrics."),
-    Setting("genai_prices", ("OTEL_SETUP_GENAI_PRICES",), _price_source, None,
-            "JSON file (or, as an argument, a mapping) of model prices merged over the shipped table."),
-    Setting("cache_key_prefixes", ("OTEL_SETUP_CACHE_KEY_PREFIXES",), _prefixes, (),
-            "Comma list of Redis key prefixes naming logical caches (`gw2:account:` -> cache `gw2:account`); "
-            "unset: the key's first `:`-separated segment when it looks like a namespace."),
+    Setting(
+        "gw2_api_base",
+        ("OTEL_SETUP_GW2_API_BASE", "GW2_API_BASE"),
+        _endpoint,
+        None,
+        "Base URL of a GW2 API besides `https://api.guildwars2.com` (a proxy or a stand-in); "
+        "its calls get endpoint-template spans and metrics.",
+    ),
+    Setting(
+        "genai_prices",
+        ("OTEL_SETUP_GENAI_PRICES",),
+        _price_source,
+        None,
+        "JSON file (or, as an argument, a mapping) of model prices merged over the shipped table.",
+    ),
+    Setting(
+        "cache_key_prefixes",
+        ("OTEL_SETUP_CACHE_KEY_PREFIXES",),
+        _prefixes,
+        (),
+        "Comma list of Redis key prefixes naming logical caches (`gw2:account:` -> cache `gw2:account`); "
+        "unset: the key's first `:`-separated segment when it looks like a namespace.",
+    ),
 )
 
 _BY_NAME: Final = {setting.name: setting for setting in SETTINGS}
@@ -468,7 +835,9 @@ def resolve(options: Mapping[str, object], environ: Mapping[str, str] | None = N
     env = os.environ if environ is None else environ
     unknown = sorted(set(options) - set(_BY_NAME))
     if unknown:
-        raise OtelSetupConfigError(unknown[0], options[unknown[0]], "one of the keyword arguments " + ", ".join(sorted(_BY_NAME)))
+        raise OtelSetupConfigError(
+            unknown[0], options[unknown[0]], "one of the keyword arguments " + ", ".join(sorted(_BY_NAME))
+        )
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for setting in SETTINGS:
@@ -494,6 +863,8 @@ def markdown_table() -> str:
     def shown(value: Any) -> str:
         if value is None or (isinstance(value, (frozenset, tuple, dict)) and not value):
             return "—"
+        if isinstance(value, dict) and not any(value.values()):
+            return "—"
         if isinstance(value, bool):
             return str(value).lower()
         return f"`{value}`"
@@ -507,4 +878,3 @@ def markdown_table() -> str:
 
 if __name__ == "__main__":
     print(markdown_table(), end="")
-

@@ -11,7 +11,9 @@ from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import NoOpTracerProvider, TracerProvider
 
+from otel_setup._metrics_access import metrics_endpoint, start_metrics_server
 from otel_setup._providers import Providers, run_within
+from otel_setup._redaction import DEFAULT_REDACTOR, Redactor
 from otel_setup._settings import Settings
 from otel_setup.health import Readiness, ReadinessCheck, health_endpoint, ready_endpoint
 
@@ -31,8 +33,11 @@ class Telemetry:
         excluded_patterns: tuple[Any, ...] = (),
         shutdown_on_lifespan: bool = True,
         instrumentations: dict[str, str] | None = None,
+        redactor: Redactor = DEFAULT_REDACTOR,
     ) -> None:
         self.settings = settings
+        self.redactor = redactor
+        """The runtime redaction table every channel of this handle uses."""
         self._providers = providers
         self.readiness = Readiness(timeout=settings.ready_timeout)
         self.instrumentations: dict[str, str] = dict(instrumentations or {})
@@ -45,7 +50,7 @@ class Telemetry:
         self._metrics_server: Any | None = None
         self._cleanups: list[Callable[[], None]] = []
         self._shutdown_steps: list[Callable[[], object]] = []
-        self.request_log: Callable[[str, str | None, int, float], None] | None = None
+        self.request_log: Callable[[str, str | None, int, float, int, int], None] | None = None
         self.error_reporter: Callable[[BaseException | None, str, str | None, int], None] | None = None
 
     # --- what is running -------------------------------------------------
@@ -116,7 +121,23 @@ class Telemetry:
             trust=_trust(self.settings.trusted_traceparent),
             probes=self._probes(),
             roots=self._providers.root_spans,
+            capture_headers=self._server_header_capture(),
         )
+
+    def _server_header_capture(self) -> Callable[[Any], dict[str, tuple[str, ...]]] | None:
+        """Allow-listed request headers as span attributes, sanitised; None when capture is off."""
+        allowed: frozenset[str] = self.settings.capture_headers["server"]
+        if not allowed:
+            return None
+        from otel_setup._scrubbing import captured_headers
+
+        redactor = self.redactor
+
+        def capture(scope: Any) -> dict[str, tuple[str, ...]]:
+            pairs = ((name.decode("latin-1"), value.decode("latin-1")) for name, value in scope.get("headers", ()))
+            return captured_headers(pairs, allowed, "http.request.header", redactor)
+
+        return capture
 
     def _probes(self) -> dict[str, Any]:
         """The probe and metrics endpoints as ASGI apps, keyed by path."""
@@ -129,7 +150,9 @@ class Telemetry:
             probes[self.settings.ready_path] = request_response(ready_endpoint(self.readiness))
         registry = self.prometheus_registry
         if registry is not None and self.settings.metrics_path and self.settings.metrics_port is None:
-            probes[self.settings.metrics_path] = request_response(_metrics_endpoint(registry))
+            probes[self.settings.metrics_path] = request_response(
+                metrics_endpoint(registry, self.settings.metrics_token)
+            )
         return probes
 
     def _add_routes(self, app: Any) -> None:
@@ -140,11 +163,14 @@ class Telemetry:
             routes.append(Route(self.settings.health_path, health_endpoint(), methods=["GET"], include_in_schema=False))
         if self.settings.ready_path:
             routes.append(
-                Route(self.settings.ready_path, ready_endpoint(self.readiness), methods=["GET"], include_in_schema=False)
+                Route(
+                    self.settings.ready_path, ready_endpoint(self.readiness), methods=["GET"], include_in_schema=False
+                )
             )
         registry = self.prometheus_registry
         if registry is not None and self.settings.metrics_path and self.settings.metrics_port is None:
-            routes.append(Route(self.settings.metrics_path, _metrics_endpoint(registry), methods=["GET"], include_in_schema=False))
+            endpoint = metrics_endpoint(registry, self.settings.metrics_token)
+            routes.append(Route(self.settings.metrics_path, endpoint, methods=["GET"], include_in_schema=False))
         # First in the table, so a catch-all route of the app cannot shadow them.
         app.router.routes[0:0] = routes
 
@@ -153,10 +179,9 @@ class Telemetry:
         port = self.settings.metrics_port
         if registry is None or port is None or self._metrics_server is not None:
             return
-        from prometheus_client import start_http_server
-
-        server, _thread = start_http_server(port, addr=self.settings.metrics_host, registry=registry)
-        self._metrics_server = server
+        self._metrics_server = start_metrics_server(
+            port, self.settings.metrics_host, registry, self.settings.metrics_token
+        )
 
     def add_cleanup(self, cleanup: Callable[[], None]) -> None:
         """Run synchronously at shutdown (quick undo steps such as uninstrumenting)."""
@@ -217,15 +242,3 @@ def _route_server_loggers() -> None:
     from otel_setup._integrations.logging import route_server_loggers
 
     route_server_loggers()
-
-
-def _metrics_endpoint(registry: Any) -> Callable[[Any], Any]:
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-    from starlette.responses import Response
-
-    def metrics(request: Any) -> Any:
-        # A sync endpoint: Starlette runs it in a thread, so collecting a
-        # large registry never stalls the event loop.
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-    return metrics

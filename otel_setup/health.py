@@ -17,7 +17,7 @@ from typing import Any
 
 __all__ = ["Readiness", "ReadinessCheck", "redis_check", "sqlalchemy_check"]
 
-ReadinessCheck = Callable[[], bool | None | Awaitable[bool | None]]
+ReadinessCheck = Callable[[], bool | Awaitable[bool | None] | None]
 """A zero-argument callable (sync or async); raising or returning False means not ready."""
 
 
@@ -54,7 +54,7 @@ class Readiness:
     async def run(self) -> tuple[bool, dict[str, str]]:
         names = list(self._checks)
         outcomes = await asyncio.gather(*(self._run_one(self._checks[name]) for name in names))
-        results = dict(zip(names, outcomes))
+        results = dict(zip(names, outcomes, strict=True))
         return all(outcome == "ok" for outcome in outcomes), results
 
 

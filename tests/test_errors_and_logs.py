@@ -75,8 +75,8 @@ def call(app: FastAPI, paths: list[str], headers: dict[str, str] | None = None) 
 
 def log_lines(text: str) -> list[dict[str, Any]]:
     lines = []
-    for line in text.splitlines():
-        line = line.strip()
+    for raw in text.splitlines():
+        line = raw.strip()
         if line.startswith("{"):
             lines.append(json.loads(line))
     return lines
@@ -190,7 +190,9 @@ def test_propagation_stays_w3c_and_nothing_sentry_goes_to_third_parties(
     assert not integrations & {"fastapi", "starlette", "httpx", "redis", "sqlalchemy", "openai"}
 
 
-def test_rate_limited_or_hung_sentry_costs_a_request_little(ingest: SentryIngest, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rate_limited_or_hung_sentry_costs_a_request_little(
+    ingest: SentryIngest, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SENTRY_DSN", ingest.dsn)
     app = make_app()
     telemetry = otel_setup.configure(app)

@@ -135,7 +135,9 @@ def test_probe_and_metrics_paths_are_excluded_with_anchored_matching(traced: tup
     telemetry.force_flush(5.0)
     assert receiver.wait_for(lambda r: len(server_spans(r)) >= 1)
     assert [s.name for s in server_spans(receiver)] == ["GET /healthcare"]
-    routes = {p.attributes.get("http.route") for p in receiver.metric_points() if p.name == "http.server.request.duration"}
+    routes = {
+        p.attributes.get("http.route") for p in receiver.metric_points() if p.name == "http.server.request.duration"
+    }
     assert routes == {"/healthcare"}
 
 

@@ -7,7 +7,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -47,12 +47,16 @@ def test_sqlalchemy_sqlite_engine_created_before_configure(otlp_receiver: OtlpRe
         connection.execute(text("SELECT x FROM t WHERE x = :x"), {"x": 7})
     telemetry.force_flush(5.0)
     assert otlp_receiver.wait_for(lambda r: len([s for s in r.spans() if s.kind == "CLIENT"]) >= 2)
-    select = [s for s in otlp_receiver.spans() if s.attributes.get("db.operation.name") == "SELECT"][0]
+    select = next(s for s in otlp_receiver.spans() if s.attributes.get("db.operation.name") == "SELECT")
     assert select.name == "SELECT"
     assert select.attributes["db.system.name"] == "sqlite"
     assert select.attributes["db.query.text"] == "SELECT x FROM t WHERE x = ?"
     assert 7 not in select.attributes.values() and "7" not in str(select.attributes), "bound parameters stay out"
-    (point,) = [p for p in points(otlp_receiver, "db.client.operation.duration") if p.attributes["db.operation.name"] == "SELECT"]
+    (point,) = [
+        p
+        for p in points(otlp_receiver, "db.client.operation.duration")
+        if p.attributes["db.operation.name"] == "SELECT"
+    ]
     assert point.count == 1 and point.unit == "s"
     assert point.attributes["db.system.name"] == "sqlite"
 
@@ -73,8 +77,14 @@ def test_sqlalchemy_postgres_sync_and_async(otlp_receiver: OtlpReceiver, postgre
     asyncio.run(run_async())
     engine.dispose()
     telemetry.force_flush(5.0)
-    assert otlp_receiver.wait_for(lambda r: len([s for s in r.spans() if s.attributes.get("db.query.text") in ("SELECT 41 + 1", "SELECT 2")]) == 2)
-    spans = {s.attributes["db.query.text"]: s for s in otlp_receiver.spans() if s.kind == "CLIENT" and "db.query.text" in s.attributes}
+    assert otlp_receiver.wait_for(
+        lambda r: len([s for s in r.spans() if s.attributes.get("db.query.text") in ("SELECT 41 + 1", "SELECT 2")]) == 2
+    )
+    spans = {
+        s.attributes["db.query.text"]: s
+        for s in otlp_receiver.spans()
+        if s.kind == "CLIENT" and "db.query.text" in s.attributes
+    }
     for statement in ("SELECT 41 + 1", "SELECT 2"):
         span = spans[statement]
         assert span.name == "SELECT test"
@@ -82,7 +92,11 @@ def test_sqlalchemy_postgres_sync_and_async(otlp_receiver: OtlpReceiver, postgre
         assert span.attributes["db.namespace"] == "test"
         assert span.attributes["server.address"] == "127.0.0.1"
         assert span.attributes["server.port"] == 5432
-    postgres_points = [p for p in points(otlp_receiver, "db.client.operation.duration") if p.attributes["db.system.name"] == "postgresql"]
+    postgres_points = [
+        p
+        for p in points(otlp_receiver, "db.client.operation.duration")
+        if p.attributes["db.system.name"] == "postgresql"
+    ]
     assert sum(p.count or 0 for p in postgres_points) >= 2
 
 
@@ -107,7 +121,9 @@ def test_sqlalchemy_async_sqlite_inside_a_request_is_a_child_of_the_server_span(
 
     assert asyncio.run(call()) == 200
     telemetry.force_flush(5.0)
-    assert otlp_receiver.wait_for(lambda r: any(s.kind == "SERVER" for s in r.spans()) and any(s.kind == "CLIENT" for s in r.spans()))
+    assert otlp_receiver.wait_for(
+        lambda r: any(s.kind == "SERVER" for s in r.spans()) and any(s.kind == "CLIENT" for s in r.spans())
+    )
     server = next(s for s in otlp_receiver.spans() if s.kind == "SERVER")
     client = next(s for s in otlp_receiver.spans() if s.attributes.get("db.query.text") == "SELECT 3")
     assert client.trace_id == server.trace_id
@@ -150,14 +166,18 @@ def test_redis_sync_and_asyncio_without_arguments(otlp_receiver: OtlpReceiver, r
     assert {"SET", "GET", "INCRBY", "DEL"} <= set(names)
     everything = repr([(s.name, s.attributes) for s in otlp_receiver.spans()])
     assert "secret-key" not in everything and "secret-value" not in everything
-    ops = {p.attributes.get("db.operation.name"): p for p in points(otlp_receiver, "db.client.operation.duration") if p.attributes.get("db.system.name") == "redis"}
+    ops = {
+        p.attributes.get("db.operation.name"): p
+        for p in points(otlp_receiver, "db.client.operation.duration")
+        if p.attributes.get("db.system.name") == "redis"
+    }
     assert {"SET", "GET", "INCRBY", "DEL"} <= set(ops)
     assert ops["GET"].count == 1
     assert ops["GET"].attributes["server.address"] == "127.0.0.1"
 
 
 class _Echo(BaseHTTPRequestHandler):
-    seen: list[dict[str, str]] = []
+    seen: ClassVar[list[dict[str, str]]] = []
 
     def do_GET(self) -> None:
         _Echo.seen.append({k.lower(): v for k, v in self.headers.items()})
@@ -183,7 +203,9 @@ def echo_server() -> Iterator[str]:
     server.server_close()
 
 
-def test_httpx_sync_and_async_inject_traceparent(otlp_receiver: OtlpReceiver, echo_server: str, conflicts: None) -> None:
+def test_httpx_sync_and_async_inject_traceparent(
+    otlp_receiver: OtlpReceiver, echo_server: str, conflicts: None
+) -> None:
     sync_client = httpx.Client()  # created before configure()
     telemetry = configure(otlp_receiver)
     assert telemetry.instrumentations["httpx"] == "active"

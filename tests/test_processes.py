@@ -68,7 +68,11 @@ def test_last_requests_before_sigterm_reach_the_collector(otlp_receiver: OtlpRec
     assert elapsed < 6.0
     # The batch delay is 1 s: only the lifespan-shutdown flush can have sent these.
     assert otlp_receiver.wait_for(lambda r: len(_server_spans(r)) == 3, timeout=5)
-    assert sorted(s.attributes["url.path"] for s in _server_spans(otlp_receiver)) == ["/items/0", "/items/1", "/items/2"]
+    assert sorted(s.attributes["url.path"] for s in _server_spans(otlp_receiver)) == [
+        "/items/0",
+        "/items/1",
+        "/items/2",
+    ]
 
 
 def test_sigterm_with_a_hung_collector_exits_within_the_deadline(otlp_receiver: OtlpReceiver, tmp_path: Path) -> None:
@@ -99,7 +103,12 @@ def test_opentelemetry_instrument_gives_the_same_telemetry_once(
         "--port",
         str(port),
     ]
-    env = _env(otlp_receiver, CALL_CONFIGURE=also_configure, OTEL_PYTHON_DISTRO="otel_setup", OTEL_PYTHON_CONFIGURATOR="otel_setup")
+    env = _env(
+        otlp_receiver,
+        CALL_CONFIGURE=also_configure,
+        OTEL_PYTHON_DISTRO="otel_setup",
+        OTEL_PYTHON_CONFIGURATOR="otel_setup",
+    )
     log = tmp_path / "log"
     with server(argv, env=env, ready_url=f"http://127.0.0.1:{port}/health", log_path=log) as process:
         for index in range(4):
@@ -135,9 +144,7 @@ def test_two_uvicorn_workers_export_two_instance_ids(otlp_receiver: OtlpReceiver
             pids.add(httpx.get(f"http://127.0.0.1:{port}/items/1", headers={"Connection": "close"}).json()["pid"])
         assert len(pids) == 2, "both workers should have served requests"
         stop(process)
-    assert otlp_receiver.wait_for(
-        lambda r: len({s.resource["process.pid"] for s in _server_spans(r)}) == 2, timeout=5
-    )
+    assert otlp_receiver.wait_for(lambda r: len({s.resource["process.pid"] for s in _server_spans(r)}) == 2, timeout=5)
     spans = _server_spans(otlp_receiver)
     instances = {s.resource["service.instance.id"] for s in spans}
     assert len(instances) == 2

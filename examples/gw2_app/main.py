@@ -136,6 +136,7 @@ async def build_advice(request: BuildAdviceRequest) -> BuildAdvice:
     )
     choice = body["choices"][0]
     usage = body.get("usage", {})
+    log.info("build_advice.answered", model=body.get("model"), output_tokens=usage.get("completion_tokens", 0))
     return BuildAdvice(
         advice=choice["message"]["content"],
         model=body.get("model", settings.ai_model),
@@ -148,7 +149,9 @@ async def build_advice(request: BuildAdviceRequest) -> BuildAdvice:
 async def _cached(cache_key: str, fetch: Callable[[], Awaitable[Any]]) -> Any:
     """Read-through cache; ``cache_key`` comes from :func:`cache.key_for` (hashed, no secrets)."""
     if (cached := await cache.get_json(cache_key)) is not None:
-        return cached["value"]
+        # The single-resource routes (/api/account, /api/characters/{name}) share these keys
+        # and store the object itself, not wrapped.
+        return cached["value"] if set(cached) == {"value"} else cached
     value = await fetch()
     await cache.set_json(cache_key, {"value": value})
     return value
@@ -179,6 +182,7 @@ async def account_build_advice(key: GW2Key) -> BuildAdvice:
     )
     choice = body["choices"][0]
     usage = body.get("usage", {})
+    log.info("build_advice.answered", model=body.get("model"), output_tokens=usage.get("completion_tokens", 0))
     return BuildAdvice(
         advice=choice["message"]["content"],
         model=body.get("model", settings.ai_model),

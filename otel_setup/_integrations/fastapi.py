@@ -23,11 +23,11 @@ from time import perf_counter
 from typing import Any, Final
 
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
-from otel_setup._fastmetrics import FastHistogram, FastUpDownCounter, LocalMetrics
+from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from otel_setup._fastmetrics import FastHistogram, FastUpDownCounter, LocalMetrics
 from otel_setup._providers import DURATION_BUCKETS
 from otel_setup._redaction import redact_query
 from otel_setup._sampling import RootSpans
@@ -41,7 +41,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-RequestLogger = Callable[[str, "str | None", int, float], None]
+RequestLogger = Callable[[str, "str | None", int, float, int, int], None]
 ErrorReporter = Callable[["BaseException | None", str, "str | None", int], None]
 
 _log = logging.getLogger("otel_setup")
@@ -74,7 +74,7 @@ def _route_template(scope: Scope) -> str | None:
     app_root = scope.get("app_root_path", "")
     # A mounted sub-application's routes are relative to the mount point.
     if root and root != app_root and not template.startswith(root):
-        template = root[len(app_root):] + template if root.startswith(app_root) else template
+        template = root[len(app_root) :] + template if root.startswith(app_root) else template
     return template
 
 
@@ -100,7 +100,7 @@ def _match_route(scope: Scope) -> str | None:
 
 
 class TraceparentTrust:
-    """Whose inbound ``traceparent`` (and ``baggage``) is honoured as a parent.
+    """Whose inbound ``traceparent`` is honoured as a parent (inbound ``baggage`` never is).
 
     ``all`` behind a trusted proxy or between internal services; ``none`` (the
     default) at a public edge; or a list of browser origins (the team's own
@@ -163,8 +163,10 @@ class ServerTelemetryMiddleware:
         trust: TraceparentTrust | None = None,
         probes: Mapping[str, ASGIApp] | None = None,
         roots: RootSpans | None = None,
+        capture_headers: Callable[[Scope], Mapping[str, Any]] | None = None,
     ) -> None:
         self.app = app
+        self._capture_headers = capture_headers  # allow-listed, sanitised request headers (off: None)
         self._roots = roots
         self._probes = dict(probes or {})
         self._trust = trust or TraceparentTrust()
@@ -189,7 +191,9 @@ class ServerTelemetryMiddleware:
             return True
         return any(pattern.fullmatch(path) for pattern in self._excluded_patterns)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(  # noqa: PLR0912, PLR0915 - the per-request path is one function on purpose: each call costs
+        self, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         kind = scope["type"]
         if kind != "http":
             if kind == "lifespan" and (self._on_shutdown is not None or self._on_startup is not None):
@@ -231,7 +235,9 @@ class ServerTelemetryMiddleware:
         links: list[Link] | None = None
         if parent is not None:
             if self._trust.trusts(scope, origin):
-                parent_context = propagate.extract(parent.values)
+                # Trace context only: inbound baggage never enters our context,
+                # so it can never be forwarded on outbound calls.
+                parent_context = _TRACE_CONTEXT.extract(parent.values)
             else:
                 # Public edge: the caller's flags must not decide our sampling
                 # (a sampled flag would force 100 %) and its baggage is not ours
@@ -251,6 +257,8 @@ class ServerTelemetryMiddleware:
         recording = span.is_recording()
         if recording:
             span.set_attributes(_request_attributes(scope, method, raw_method, scheme, user_agent))
+            if self._capture_headers is not None:  # header capture: off by default
+                span.set_attributes(self._capture_headers(scope))
         token = otel_context.attach(trace.set_span_in_context(span, parent_context))
         self._active.add(1, active_key)
 
@@ -275,7 +283,7 @@ class ServerTelemetryMiddleware:
             self._finish(scope, span, recording, method, scheme, status_code, error, start, active_key)
             otel_context.detach(token)
 
-    def _finish(
+    def _finish(  # noqa: PLR0912 - every branch is one attribute of the finished request
         self,
         scope: Scope,
         span: trace.Span,
@@ -303,19 +311,22 @@ class ServerTelemetryMiddleware:
             if error is not None and status_code == 0:
                 status_code = 500
             protocol = _PROTOCOL_VERSIONS.get(scope.get("http_version", "1.1"), "1.1")
-            trace_id = span_id = 0
-            if recording:
-                context = span.get_span_context()
-                trace_id, span_id = context.trace_id, context.span_id
+            context = span.get_span_context()
             self._duration.record(
-                elapsed, (method, scheme, protocol, status_code or None, route, error_type), trace_id, span_id
+                elapsed,
+                (method, scheme, protocol, status_code or None, route, error_type),
+                context.trace_id if recording else 0,
+                context.span_id if recording else 0,
             )
             self._active.add(-1, active_key)
             if self._request_log is not None:
-                self._request_log(method, route, status_code, elapsed)
-            if self._on_error is not None and (error is not None or status_code >= 500):
-                if error is None or isinstance(error, Exception):
-                    self._on_error(error, method, route, status_code)
+                self._request_log(method, route, status_code, elapsed, context.trace_id, context.span_id)
+            if (
+                self._on_error is not None
+                and (error is not None or status_code >= 500)
+                and (error is None or isinstance(error, Exception))
+            ):
+                self._on_error(error, method, route, status_code)
             if recording:
                 if route is not None:
                     span.update_name(f"{method if method != '_OTHER' else 'HTTP'} {route}")
@@ -334,19 +345,18 @@ class ServerTelemetryMiddleware:
 
     def _add_timing_headers(self, message: Message, elapsed: float) -> None:
         """``Server-Timing``/``X-Response-Time``: time to the first byte, as the browser sees it."""
-        milliseconds = f"{elapsed * 1000.0:.1f}".encode()
+        milliseconds = b"%.1f" % (elapsed * 1000.0)
         headers = list(message.get("headers", ()))
-        cors = False
-        for index, (name, value) in enumerate(headers):
+        for name, _ in headers:
             if name == b"access-control-allow-origin":
-                cors = True
-            elif name == b"access-control-expose-headers":
                 # CORS answered this request: let the browser's scripts read the timings.
-                headers[index] = (name, value + b", " + self._expose_names)
-                cors = False
+                for other, (other_name, other_value) in enumerate(headers):
+                    if other_name == b"access-control-expose-headers":
+                        headers[other] = (other_name, other_value + b", " + self._expose_names)
+                        break
+                else:
+                    headers.append((b"access-control-expose-headers", self._expose_names))
                 break
-        if cors:
-            headers.append((b"access-control-expose-headers", self._expose_names))
         if self._server_timing:
             headers.append((b"server-timing", b"app;dur=" + milliseconds))
         if self._response_time_header:
@@ -378,7 +388,9 @@ class ServerTelemetryMiddleware:
         return lifespan_send
 
 
-def _request_attributes(scope: Scope, method: str, raw_method: str, scheme: str, user_agent: str | None) -> dict[str, Any]:
+def _request_attributes(
+    scope: Scope, method: str, raw_method: str, scheme: str, user_agent: str | None
+) -> dict[str, Any]:
     """Span attributes, built only for sampled requests."""
     attributes: dict[str, Any] = {
         "http.request.method": method,
@@ -440,6 +452,7 @@ def instrument_app(
     trust: TraceparentTrust | None = None,
     probes: Mapping[str, ASGIApp] | None = None,
     roots: RootSpans | None = None,
+    capture_headers: Callable[[Scope], Mapping[str, Any]] | None = None,
 ) -> bool:
     """Wrap ``app``'s middleware stack once; a second call is a no-op returning False."""
     if is_instrumented(app):
@@ -482,6 +495,7 @@ def instrument_app(
             trust=trust,
             probes=probes,
             roots=roots,
+            capture_headers=capture_headers,
         )
 
     app.build_middleware_stack = build_middleware_stack

@@ -238,7 +238,7 @@ class _GW2Call:
             self._instruments.duration.record(self._duration, self._attributes)
             if self._span.is_recording():
                 self._span.set_attribute("error.type", error_type)
-                self._span.record_exception(error)  # httpx messages carry the URL: redacted by the span processor
+                self._span.record_exception(error)  # httpx messages carry the URL: redacted by the scrubbing exporter
                 self._span.set_status(Status(StatusCode.ERROR))
             self.complete(None, None)
         except Exception:  # noqa: BLE001

@@ -7,11 +7,13 @@ they were created before or after ``configure()``.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Protocol
 
 from opentelemetry.metrics import Histogram, MeterProvider
 from opentelemetry.trace import TracerProvider
+
+from otel_setup._redaction import DEFAULT_REDACTOR, Redactor
 
 __all__ = [
     "ApiCall",
@@ -24,13 +26,20 @@ __all__ = [
     "protocol_version",
     "remove_api_handler",
     "request_attributes",
+    "set_propagation_policy",
     "uninstrument_httpx",
 ]
 
 _log = logging.getLogger("otel_setup")
 
 
-def instrument_httpx(*, tracer_provider: TracerProvider, meter_provider: MeterProvider) -> bool:
+def instrument_httpx(
+    *,
+    tracer_provider: TracerProvider,
+    meter_provider: MeterProvider,
+    capture_headers: frozenset[str] = frozenset(),
+    redactor: Redactor | None = None,
+) -> bool:
     try:
         from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
     except ImportError:
@@ -39,10 +48,61 @@ def instrument_httpx(*, tracer_provider: TracerProvider, meter_provider: MeterPr
     instrumentor = HTTPXClientInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:
         return False
+    hooks: dict[str, Any] = {}
+    if capture_headers:
+        hooks = _header_hooks(capture_headers, redactor or DEFAULT_REDACTOR)
     instrumentor.instrument(
-        tracer_provider=tracer_provider, meter_provider=meter_provider, raise_exception_on_conflict=True
+        tracer_provider=tracer_provider, meter_provider=meter_provider, raise_exception_on_conflict=True, **hooks
     )
     return True
+
+
+def _pairs(headers: Any) -> list[tuple[str, str]]:
+    """Header pairs from ``httpx.Headers`` or a raw list of (bytes, bytes)."""
+    if headers is None:
+        return []
+    if hasattr(headers, "multi_items"):
+        return list(headers.multi_items())
+    pairs: list[tuple[str, str]] = []
+    for name, value in headers:
+        pairs.append(
+            (
+                name.decode("latin-1") if isinstance(name, bytes) else str(name),
+                value.decode("latin-1") if isinstance(value, bytes) else str(value),
+            )
+        )
+    return pairs
+
+
+def _header_hooks(allowed: frozenset[str], redactor: Redactor) -> dict[str, Any]:
+    """Contrib's request/response hooks recording allow-listed headers, sanitised.
+
+    Contrib's own capture reads its variables from the environment and
+    sanitises nothing unless told; these hooks take the package's setting and
+    its redaction table instead.
+    """
+    from otel_setup._scrubbing import captured_headers
+
+    def on_request(span: Any, request: Any) -> None:
+        if span.is_recording():
+            span.set_attributes(captured_headers(_pairs(request.headers), allowed, "http.request.header", redactor))
+
+    def on_response(span: Any, request: Any, response: Any) -> None:
+        if span.is_recording():
+            span.set_attributes(captured_headers(_pairs(response.headers), allowed, "http.response.header", redactor))
+
+    async def on_async_request(span: Any, request: Any) -> None:
+        on_request(span, request)
+
+    async def on_async_response(span: Any, request: Any, response: Any) -> None:
+        on_response(span, request, response)
+
+    return {
+        "request_hook": on_request,  # see _pairs for the shapes contrib hands over
+        "response_hook": on_response,
+        "async_request_hook": on_async_request,
+        "async_response_hook": on_async_response,
+    }
 
 
 def uninstrument_httpx() -> None:
@@ -90,9 +150,30 @@ _api_handlers: list[ApiHandler] = []
 _api_wrapped: list[str] = []
 
 
+_propagation_allows: Callable[[str], bool] | None = None
+
+
 def add_api_handler(handler: ApiHandler) -> None:
     """Route matching requests of every httpx client to ``handler``; wraps the transports once."""
     _api_handlers.append(handler)
+    _wrap_transports()
+
+
+def set_propagation_policy(allows: Callable[[str], bool] | None) -> None:
+    """Send trace context only to hosts ``allows`` accepts (see ``otel_setup._propagation``).
+
+    Our wrapper must sit outside contrib's (it marks the context before
+    contrib injects), so this runs after ``instrument_httpx``.
+    """
+    global _propagation_allows
+    _propagation_allows = allows
+    if allows is not None:
+        _wrap_transports()
+    else:
+        _unwrap_if_unused()
+
+
+def _wrap_transports() -> None:
     if _api_wrapped:
         return
     import httpx
@@ -107,7 +188,11 @@ def remove_api_handler(handler: ApiHandler) -> None:
     """Stop routing to ``handler``; the transports are unwrapped with the last one."""
     if handler in _api_handlers:
         _api_handlers.remove(handler)
-    if _api_handlers or not _api_wrapped:
+    _unwrap_if_unused()
+
+
+def _unwrap_if_unused() -> None:
+    if _api_handlers or _propagation_allows is not None or not _api_wrapped:
         return
     import httpx
     from opentelemetry.instrumentation.utils import unwrap
@@ -131,10 +216,36 @@ def _claim(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ApiCall | None:
     return None
 
 
+def _refused(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A context token when the request's host may not receive trace context, else None."""
+    allows = _propagation_allows
+    if allows is None:
+        return None
+    request: Any = args[0] if args else kwargs.get("request")
+    host = getattr(getattr(request, "url", None), "host", None)
+    if not isinstance(host, str):
+        return None
+    if allows(host):
+        return None
+    from opentelemetry import context
+
+    from otel_setup._propagation import NO_PROPAGATION
+
+    return context.attach(context.set_value(NO_PROPAGATION, True))
+
+
 def _sync_api_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     call = _claim(args, kwargs) if _api_handlers else None
     if call is None:
-        return wrapped(*args, **kwargs)
+        token = _refused(args, kwargs)
+        if token is None:
+            return wrapped(*args, **kwargs)
+        from opentelemetry import context
+
+        try:
+            return wrapped(*args, **kwargs)
+        finally:
+            context.detach(token)
     from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 
     try:
@@ -150,7 +261,15 @@ def _sync_api_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs
 async def _async_api_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     call = _claim(args, kwargs) if _api_handlers else None
     if call is None:
-        return await wrapped(*args, **kwargs)
+        token = _refused(args, kwargs)
+        if token is None:
+            return await wrapped(*args, **kwargs)
+        from opentelemetry import context
+
+        try:
+            return await wrapped(*args, **kwargs)
+        finally:
+            context.detach(token)
     from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 
     try:

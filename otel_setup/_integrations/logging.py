@@ -13,16 +13,24 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import datetime, timezone
+import time
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, Final
 
 import structlog
 from opentelemetry import trace
 
-from otel_setup._redaction import redact_value
+from otel_setup._redaction import DEFAULT_REDACTOR, Redactor
 
-__all__ = ["FastJsonLine", "RequestLog", "add_trace_context", "configure_logging", "redact_event", "route_server_loggers"]
+__all__ = [
+    "FastJsonLine",
+    "RequestLog",
+    "add_trace_context",
+    "configure_logging",
+    "redact_event",
+    "redaction_processor",
+    "route_server_loggers",
+]
 
 EventDict = MutableMapping[str, Any]
 Processor = Callable[[Any, str, EventDict], EventDict]
@@ -44,11 +52,20 @@ def add_trace_context(logger: Any, method_name: str, event_dict: EventDict) -> E
     return event_dict
 
 
-def redact_event(logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
-    """Secrets out of every field, at any depth (keys and values)."""
-    for key, value in list(event_dict.items()):
-        event_dict[key] = redact_value(key, value)
-    return event_dict
+def redaction_processor(redactor: Redactor) -> Processor:
+    """A structlog processor applying ``redactor`` (the runtime table) to every field."""
+
+    def redact_event(logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
+        """Secrets out of every field, at any depth (keys and values)."""
+        for key, value in list(event_dict.items()):
+            event_dict[key] = redactor.value(key, value)
+        return event_dict
+
+    return redact_event
+
+
+redact_event: Final = redaction_processor(DEFAULT_REDACTOR)
+"""The same with the default table, for chains built without ``configure()``."""
 
 
 def _static_fields(fields: Mapping[str, Any]) -> Processor:
@@ -94,8 +111,11 @@ class FastJsonLine:
     handler, a filter on the request logger) switches back to the full path.
     """
 
-    def __init__(self, handler: logging.Handler, static_fields: Mapping[str, Any]) -> None:
+    def __init__(
+        self, handler: logging.Handler, static_fields: Mapping[str, Any], redactor: Redactor = DEFAULT_REDACTOR
+    ) -> None:
         self._handler = handler
+        self._redactor = redactor
         static = {key: value for key, value in static_fields.items() if value is not None}
         self._static_json = (", " + json.dumps(static)[1:-1]) if static else ""
         self._routes: dict[str | None, str] = {}
@@ -103,6 +123,8 @@ class FastJsonLine:
         self._methods = {method: json.dumps(method) for method in (*_KNOWN_METHODS, "_OTHER")}
         self._root = logging.getLogger()
         self._logger = logging.getLogger("otel_setup.request")
+        self._second = -1
+        self._second_text = ""
 
     def usable(self) -> bool:
         logger = self._logger
@@ -114,41 +136,54 @@ class FastJsonLine:
             and logger.propagate
         )
 
-    def write(self, level: str, event: str, method: str, route: str | None, status: int, duration_ms: float) -> None:
+    def _timestamp(self) -> str:
+        """ISO 8601 UTC with microseconds, as structlog's TimeStamper renders it; the second is cached."""
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._second_text}.{int((now - second) * 1_000_000):06d}Z"
+
+    def write(
+        self,
+        level: str,
+        event: str,
+        method: str,
+        route: str | None,
+        status: int,
+        duration_ms: float,
+        trace_id: int = 0,
+        span_id: int = 0,
+    ) -> None:
         """The request line, assembled from pre-encoded pieces (``json.dumps`` only for new routes)."""
         encoded_route = self._routes.get(route)
         if encoded_route is None:
             encoded_route = json.dumps(route)
             if len(self._routes) < 10_000:
                 self._routes[route] = encoded_route
-        parts = [
-            '{"event": ',
-            json.dumps(event) if event not in self._events else self._events[event],
-            ', "level": "',
-            level,
-            '", "logger": "otel_setup.request", "http.request.method": ',
-            self._methods.get(method) or json.dumps(method),
-            ', "http.route": ',
-            encoded_route,
-            ', "http.response.status_code": ',
-            str(status),
-            ', "duration_ms": ',
-            repr(duration_ms),
-            ', "timestamp": "',
-            datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
-            '"',
-            self._static_json,
-        ]
-        if structlog.contextvars.get_contextvars():
-            extra = {
-                key: redact_value(key, value) for key, value in structlog.contextvars.get_contextvars().items()
-            }
-            parts.append(", " + json.dumps(extra)[1:-1])
-        context = trace.get_current_span().get_span_context()
-        if context.is_valid:
-            parts.append(f', "trace_id": "{context.trace_id:032x}", "span_id": "{context.span_id:016x}"')
-        parts.append("}\n")
-        text = "".join(parts)
+        encoded_event = self._events.get(event) or json.dumps(event)
+        encoded_method = self._methods.get(method) or json.dumps(method)
+        text = (
+            f'{{"event": {encoded_event}, "level": "{level}", "logger": "otel_setup.request", '
+            f'"http.request.method": {encoded_method}, "http.route": {encoded_route}, '
+            f'"http.response.status_code": {status}, "duration_ms": {duration_ms!r}, '
+            f'"timestamp": "{self._timestamp()}"{self._static_json}'
+        )
+        # Nothing was ever bound with structlog.contextvars: skip copying the context.
+        context_vars = (
+            structlog.contextvars.get_contextvars() if getattr(structlog.contextvars, "_CONTEXT_VARS", True) else None
+        )
+        if context_vars:
+            extra = {key: self._redactor.value(key, value) for key, value in context_vars.items()}
+            text += ", " + json.dumps(extra)[1:-1]
+        if not trace_id:
+            context = trace.get_current_span().get_span_context()
+            if context.is_valid:
+                trace_id, span_id = context.trace_id, context.span_id
+        if trace_id:
+            text += f', "trace_id": "{trace_id:032x}", "span_id": "{span_id:016x}"'
+        text += "}\n"
         handler = self._handler
         handler.acquire()
         try:
@@ -173,7 +208,9 @@ class RequestLog:
         self._slow_seconds = slow_ms / 1000.0
         self._fast = fast
 
-    def __call__(self, method: str, route: str | None, status: int, elapsed: float) -> None:
+    def __call__(
+        self, method: str, route: str | None, status: int, elapsed: float, trace_id: int = 0, span_id: int = 0
+    ) -> None:
         slow = elapsed >= self._slow_seconds
         level = logging.WARNING if slow and self._level < logging.WARNING else self._level
         if not (self._enabled or slow) or not self._logger.isEnabledFor(level):
@@ -181,7 +218,7 @@ class RequestLog:
         duration_ms = round(elapsed * 1000.0, 3)
         event = "slow request" if slow else "request"
         if self._fast is not None and self._fast.usable():
-            self._fast.write(_LEVEL_NAMES[level], event, method, route, status, duration_ms)
+            self._fast.write(_LEVEL_NAMES[level], event, method, route, status, duration_ms, trace_id, span_id)
             return
         fields = {
             "http.request.method": method,
@@ -218,6 +255,7 @@ def configure_logging(
     static_fields: Mapping[str, Any],
     logger_provider: Any | None,
     processors: tuple[Any, ...] = (),
+    redactor: Redactor = DEFAULT_REDACTOR,
 ) -> tuple[Callable[[], None], FastJsonLine | None]:
     """Install the renderer on the root logger; returns the undo and the request line's fast path."""
     shared = [*_processors(static_fields), *processors]
@@ -236,7 +274,7 @@ def configure_logging(
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             *exception_renderer,
-            redact_event,
+            redaction_processor(redactor),
             renderer,
         ],
     )
@@ -276,7 +314,7 @@ def configure_logging(
         root.setLevel(previous_level)
         structlog.reset_defaults()
 
-    fast = FastJsonLine(handler, static_fields) if log_format == "json" and not processors else None
+    fast = FastJsonLine(handler, static_fields, redactor) if log_format == "json" and not processors else None
     return undo, fast
 
 

@@ -14,7 +14,10 @@ This module is imported only when ``SENTRY_DSN`` is set.
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
+from collections.abc import Mapping
 from typing import Any, Final
 
 import sentry_sdk
@@ -23,14 +26,22 @@ from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
 from sentry_sdk.utils import BadDsn, Dsn
 
 from otel_setup._errors import OtelSetupConfigError
-from otel_setup._redaction import redact_value
+from otel_setup._redaction import DEFAULT_REDACTOR, Redactor
 
 __all__ = ["SentryBridge", "validate_dsn"]
 
 _log = logging.getLogger("otel_setup")
 _EXTRA_DENYLIST: Final = [
-    "access_token", "gw2_key", "gw2key", "x-api-key", "x_api_key", "api-key", "client_secret", "refresh_token",
-    "id_token", "bearer",
+    "access_token",
+    "gw2_key",
+    "gw2key",
+    "x-api-key",
+    "x_api_key",
+    "api-key",
+    "client_secret",
+    "refresh_token",
+    "id_token",
+    "bearer",
 ]
 
 
@@ -42,6 +53,21 @@ def validate_dsn(dsn: str) -> None:
         raise OtelSetupConfigError(
             "SENTRY_DSN", "<hidden>", "a DSN like https://<public key>@<host>/<project id>"
         ) from None
+
+
+# Loggers whose records must not become Sentry events or breadcrumbs: the
+# servers log every request exception the middleware already captured (a
+# second event, built from the traceback again on the request's time, which
+# doubled the p99 of failing requests even while Sentry was rate-limiting),
+# and the export path's failures must not travel to another failing sink.
+_IGNORED_LOGGERS: Final = ("uvicorn.error", "gunicorn.error", "opentelemetry*", "urllib3*", "requests*")
+
+
+def _quiet_duplicate_loggers() -> None:
+    from sentry_sdk.integrations.logging import ignore_logger
+
+    for name in _IGNORED_LOGGERS:
+        ignore_logger(name)
 
 
 class SentryBridge:
@@ -56,10 +82,14 @@ class SentryBridge:
         sample_rate: float,
         shutdown_timeout: float,
         ignored_urls: tuple[str, ...] = (),
+        redactor: Redactor = DEFAULT_REDACTOR,
     ) -> None:
         validate_dsn(dsn)
+        self._redactor = redactor
         self.dropped = 0
         """Events not built because Sentry was rate-limiting or its queue was full."""
+        self._lost: dict[str, int] = {}
+        self._lost_lock = threading.Lock()
         self._ignored_urls = tuple(url for url in ignored_urls if url)
         sentry_sdk.init(
             dsn=dsn,
@@ -74,26 +104,47 @@ class SentryBridge:
             auto_enabling_integrations=False,
             auto_session_tracking=False,
             integrations=[OTLPIntegration(setup_otlp_traces_exporter=False, setup_propagator=False)],
-            event_scrubber=EventScrubber(recursive=True, denylist=[*DEFAULT_DENYLIST, *_EXTRA_DENYLIST]),
+            event_scrubber=EventScrubber(
+                recursive=True, denylist=[*DEFAULT_DENYLIST, *_EXTRA_DENYLIST, *sorted(redactor.extra_keys)]
+            ),
             before_send=self._before_send,
             before_breadcrumb=self._before_breadcrumb,
             shutdown_timeout=shutdown_timeout,
         )
+        _quiet_duplicate_loggers()
 
-    @staticmethod
-    def _before_send(event: Any, hint: Any) -> Any:
-        return redact_value("event", event)
+    def _before_send(self, event: Any, hint: Any) -> Any:
+        message = self._structured_message(hint)
+        if message is not None and isinstance(event.get("logentry"), dict):
+            event["logentry"] = {"message": message, "params": []}
+        return self._redactor.value("event", event)
 
     def _before_breadcrumb(self, crumb: Any, hint: Any) -> Any:
         data = crumb.get("data") or {}
         url = str(data.get("url", ""))
         if self._ignored_urls and url.startswith(self._ignored_urls):
             return None  # the exporter's own requests to the collector
-        return redact_value("breadcrumb", crumb)
+        message = self._structured_message(hint)
+        if message is not None:
+            crumb["message"] = message
+        return self._redactor.value("breadcrumb", crumb)
 
-    def capture_request_error(
-        self, error: BaseException | None, method: str, route: str | None, status: int
-    ) -> None:
+    def _structured_message(self, hint: Any) -> str | None:
+        """A structlog event's fields, redacted by key before they become one string.
+
+        Sentry's logging integration renders a record's message with ``str()``;
+        for a structlog event that is the repr of its field dict, where a
+        secret under a sensitive key (``x-api-key``, ``password``) no longer
+        has a key the redactor could see.
+        """
+        record = hint.get("log_record") if isinstance(hint, dict) else None
+        fields = getattr(record, "msg", None)
+        if not isinstance(fields, Mapping):
+            return None
+        visible = {str(k): v for k, v in fields.items() if not str(k).startswith("_")}
+        return json.dumps(self._redactor.value("log", visible), default=str)
+
+    def capture_request_error(self, error: BaseException | None, method: str, route: str | None, status: int) -> None:
         """An unhandled exception, or a 5xx answer without one; 4xx are not errors."""
         try:
             transport = sentry_sdk.get_client().transport
@@ -101,6 +152,8 @@ class SentryBridge:
                 # Rate-limited (429) or a full queue: the event would be dropped
                 # after costing the request the time to build it.
                 self.dropped += 1
+                limited = getattr(transport, "_is_rate_limited", None)
+                self._count_lost("rate_limited" if callable(limited) and limited() else "queue_full")
                 return
             with sentry_sdk.new_scope() as scope:
                 name = f"{method} {route}" if route else method
@@ -115,6 +168,71 @@ class SentryBridge:
                     scope.capture_message(f"{name} answered {status}", level="error")
         except Exception:  # noqa: BLE001 - error reporting must never fail the request
             _log.debug("otel_setup: Sentry capture failed", exc_info=True)
+
+    # --- drops as a metric -------------------------------------------------
+
+    _DELIBERATE: Final = frozenset({"sample_rate", "before_send", "event_processor", "backpressure"})
+
+    def _count_lost(self, reason: str, amount: int = 1) -> None:
+        with self._lost_lock:
+            self._lost[reason] = self._lost.get(reason, 0) + amount
+
+    def lost_events(self) -> dict[str, int]:
+        """Error events that never reached Sentry, by reason (a snapshot)."""
+        with self._lost_lock:
+            return dict(self._lost)
+
+    def register_metrics(self, meter_provider: Any) -> bool:
+        """Expose lost error events as ``otel_setup.sentry.events.dropped{reason}``.
+
+        Two sources: events this bridge skipped because the transport was
+        unhealthy (``rate_limited``, ``queue_full``), and sentry-sdk's own
+        lost-event records for the error category (``network_error``,
+        ``ratelimit_backoff``, ``queue_overflow``, ...), which the SDK only
+        reports to Sentry itself, the very endpoint that is failing. Drops by
+        design (sampling, ``before_send``) are not losses and are left out.
+        """
+        self._hook_transport()
+        from opentelemetry.metrics import Observation
+
+        from otel_setup.version import __version__
+
+        def observe(options: Any) -> list[Any]:
+            return [Observation(count, {"reason": reason}) for reason, count in self.lost_events().items()]
+
+        try:
+            meter = meter_provider.get_meter("otel_setup.sentry", __version__)
+            meter.create_observable_counter(
+                "otel_setup.sentry.events.dropped",
+                callbacks=[observe],
+                unit="{event}",
+                description="Error events that did not reach Sentry (rate limit, full queue, network errors).",
+            )
+        except Exception:  # noqa: BLE001 - the bridge works without its metric
+            _log.debug("otel_setup: Sentry drop metric unavailable", exc_info=True)
+            return False
+        return True
+
+    def _hook_transport(self) -> None:
+        """Count the SDK's own lost-event records (it has no public hook for them)."""
+        transport = sentry_sdk.get_client().transport
+        original = getattr(transport, "record_lost_event", None)
+        if transport is None or not callable(original):
+            return
+        bridge = self
+
+        def record_lost_event(
+            reason: str, data_category: Any = None, item: Any = None, *args: Any, **kwargs: Any
+        ) -> Any:
+            try:
+                category = getattr(item, "data_category", None) if item is not None else data_category
+                if category == "error" and reason not in bridge._DELIBERATE:
+                    bridge._count_lost(str(reason))
+            except Exception:  # noqa: BLE001 - counting must never break the transport
+                pass
+            return original(reason, data_category, item, *args, **kwargs)
+
+        transport.record_lost_event = record_lost_event  # type: ignore[method-assign]
 
     def close(self, timeout: float) -> None:
         sentry_sdk.get_client().close(timeout=timeout)

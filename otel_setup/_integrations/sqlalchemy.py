@@ -9,6 +9,7 @@ not used: it refuses SQLAlchemy 2.1 and, forced, fails to import there.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from time import perf_counter
 from typing import Any, Final
@@ -52,10 +53,8 @@ def _engine_attributes(engine: Any) -> dict[str, Any]:
         attributes["server.address"] = url.host
         if url.port:
             attributes["server.port"] = url.port
-    try:
+    with contextlib.suppress(AttributeError):  # an engine class with slots: recompute next time
         engine._otel_setup_attrs = attributes
-    except AttributeError:  # an engine class with slots: recompute next time
-        pass
     return attributes
 
 
@@ -74,9 +73,7 @@ class _Listeners:
             engine_attributes = _engine_attributes(conn.engine)
             operation = _operation(statement)
             namespace = engine_attributes.get("db.namespace")
-            span = self.tracer.start_span(
-                f"{operation} {namespace}" if namespace else operation, kind=SpanKind.CLIENT
-            )
+            span = self.tracer.start_span(f"{operation} {namespace}" if namespace else operation, kind=SpanKind.CLIENT)
             if span.is_recording():
                 span.set_attributes(engine_attributes)
                 span.set_attribute("db.operation.name", operation)

@@ -1,0 +1,146 @@
+"""Which outbound hosts receive ``traceparent``: internal ones only, by default.
+
+A W3C ``traceparent`` (and ``baggage``, and ``tracestate``) sent to a third
+party tells it our trace ids and whatever the baggage carries; the GW2 and AI
+APIs have no use for either. The rule is one host policy,
+``OTEL_SETUP_PROPAGATE_TO``:
+
+* ``internal`` (the default): loopback and private addresses, ``localhost``,
+  single-label names (``users``, a compose or Kubernetes service) and the
+  private suffixes ``.internal``, ``.local``, ``.lan``, ``.svc``,
+  ``.cluster.local``, ``.home.arpa``. Public names such as
+  ``api.guildwars2.com`` or ``api.openai.com`` are never internal.
+* ``none``, ``all``, or a comma list mixing ``internal``, host names,
+  ``*.suffix`` wildcards and CIDR networks.
+
+Calls to the GW2 and OpenAI-compatible APIs are handled by the package's own
+client spans and never carry the headers, whatever the policy says.
+
+Mechanism: the httpx transport wrapper marks the context of a call to a host
+the policy refuses, and the global propagator is wrapped so that ``inject``
+does nothing under that mark. Explicit ``propagate.inject()`` calls elsewhere
+are unaffected.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable
+from typing import Final
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import (
+    CarrierT,
+    Getter,
+    Setter,
+    TextMapPropagator,
+    default_getter,
+    default_setter,
+)
+
+__all__ = ["NO_PROPAGATION", "GuardedPropagator", "HostPolicy", "install_propagation_guard"]
+
+NO_PROPAGATION: Final = otel_context.create_key("otel_setup.no_propagation")
+_INTERNAL_SUFFIXES: Final = (".internal", ".local", ".lan", ".svc", ".cluster.local", ".home.arpa", ".localhost")
+_CACHE_LIMIT: Final = 1024
+
+
+def is_internal_host(host: str) -> bool:
+    """Loopback, private and link-local addresses; local names and private DNS suffixes."""
+    host = host.strip("[]").rstrip(".").lower()
+    if not host:
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host == "localhost" or "." not in host or host.endswith(_INTERNAL_SUFFIXES)
+    return address.is_private or address.is_loopback or address.is_link_local
+
+
+class HostPolicy:
+    """Decides, per host, whether trace context may be sent there (results cached)."""
+
+    def __init__(self, entries: Iterable[str]) -> None:
+        items = tuple(entry.strip().lower() for entry in entries if entry.strip())
+        self.allow_all = "all" in items
+        self.internal = "internal" in items
+        self._hosts: set[str] = set()
+        self._suffixes: list[str] = []
+        self._networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for item in items:
+            if item in ("all", "none", "internal"):
+                continue
+            if item.startswith(("*.", ".")):
+                self._suffixes.append("." + item.lstrip("*."))
+                continue
+            try:
+                self._networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                self._hosts.add(item.rstrip("."))
+        self._cache: dict[str, bool] = {}
+
+    def allows(self, host: str) -> bool:
+        cached = self._cache.get(host)
+        if cached is None:
+            cached = self._decide(host)
+            if len(self._cache) < _CACHE_LIMIT:
+                self._cache[host] = cached
+        return cached
+
+    def _decide(self, host: str) -> bool:
+        if self.allow_all:
+            return True
+        name = host.strip("[]").rstrip(".").lower()
+        if name in self._hosts or any(name.endswith(suffix) for suffix in self._suffixes):
+            return True
+        if self._networks:
+            try:
+                address = ipaddress.ip_address(name)
+            except ValueError:
+                pass
+            else:
+                if any(address in network for network in self._networks):
+                    return True
+        return self.internal and is_internal_host(name)
+
+
+class GuardedPropagator(TextMapPropagator):
+    """The global propagator, silent for calls the host policy refused."""
+
+    def __init__(self, inner: TextMapPropagator) -> None:
+        self.inner = inner
+
+    def extract(
+        self, carrier: CarrierT, context: Context | None = None, getter: Getter[CarrierT] = default_getter
+    ) -> Context:
+        return self.inner.extract(carrier, context, getter)
+
+    def inject(
+        self, carrier: CarrierT, context: Context | None = None, setter: Setter[CarrierT] = default_setter
+    ) -> None:
+        if otel_context.get_value(NO_PROPAGATION, context):
+            return
+        self.inner.inject(carrier, context, setter)
+
+    @property
+    def fields(self) -> set[str]:
+        return self.inner.fields
+
+
+def install_propagation_guard(policy: HostPolicy) -> Callable[[], None]:
+    """Wrap the global propagator and route httpx calls through ``policy``; returns the undo."""
+    from otel_setup._integrations.httpx import set_propagation_policy
+
+    current = propagate.get_global_textmap()
+    guarded = current if isinstance(current, GuardedPropagator) else GuardedPropagator(current)
+    propagate.set_global_textmap(guarded)
+    set_propagation_policy(None if policy.allow_all else policy.allows)
+
+    def undo() -> None:
+        set_propagation_policy(None)
+        if propagate.get_global_textmap() is guarded:
+            propagate.set_global_textmap(guarded.inner)
+
+    return undo

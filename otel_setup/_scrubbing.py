@@ -1,0 +1,195 @@
+"""The last redaction pass: span and log exporters that scrub whatever reaches them.
+
+Our own integrations redact where they set attributes, but spans also come
+from instrumentations we do not write (contrib's httpx and Redis, a library's
+own tracer, a user's ``span.set_attribute``), and the SDK's
+``record_exception`` stores the raw message. A ``SpanProcessor.on_end`` sees
+an immutable span on the request thread; an exporter wrapper sees the batch on
+the export thread, so the request path pays nothing and every span is covered.
+Only spans that would change are copied.
+
+Also here: captured HTTP header values, which are always sanitised whatever
+allow-list the user configured.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.trace import Link, Status
+from opentelemetry.util.types import Attributes
+
+from otel_setup._redaction import REDACTED, Redactor
+
+__all__ = ["ScrubbingLogExporter", "ScrubbingSpanExporter", "captured_headers", "scrub_span"]
+
+
+def _bounded(original: Any, new: Mapping[str, Any]) -> Attributes:
+    """New attributes keeping the original's dropped count (it is exported too)."""
+    from opentelemetry.attributes import BoundedAttributes
+
+    attributes = BoundedAttributes(maxlen=None, attributes=dict(new), immutable=False, max_value_len=None)
+    attributes.dropped = getattr(original, "dropped", 0)
+    return attributes
+
+
+def _keep_dropped(original: Any, items: list[Any]) -> Sequence[Any]:
+    if isinstance(original, BoundedList):
+        bounded: BoundedList[Any] = BoundedList(None)
+        bounded.extend(items)
+        bounded.dropped = original.dropped
+        return bounded
+    return tuple(items)
+
+
+def scrub_span(span: ReadableSpan, redactor: Redactor) -> ReadableSpan:
+    """``span`` itself when clean, else a copy with name, attributes, events, links and status redacted."""
+    changed = False
+    name = redactor.text(span.name, "span.name")
+    changed |= name != span.name
+    raw_attributes = span._attributes
+    attributes: Attributes = raw_attributes
+    new_attributes = redactor.attributes(raw_attributes)
+    if new_attributes is not None:
+        attributes = _bounded(raw_attributes, new_attributes)
+        changed = True
+    events: Sequence[Event] = span._events
+    new_events: list[Event] = []
+    events_changed = False
+    for event in events:
+        event_name = redactor.text(event.name, "event.name")
+        event_attributes = redactor.attributes(event.attributes)
+        if event_attributes is None and event_name == event.name:
+            new_events.append(event)
+            continue
+        events_changed = True
+        new_events.append(
+            Event(
+                event_name,
+                _bounded(event.attributes, event_attributes) if event_attributes is not None else event.attributes,
+                event.timestamp,
+            )
+        )
+    if events_changed:
+        events = _keep_dropped(events, new_events)
+        changed = True
+    links: Sequence[Link] = span._links
+    new_links: list[Link] = []
+    links_changed = False
+    for link in links:
+        link_attributes = redactor.attributes(link.attributes)
+        if link_attributes is None:
+            new_links.append(link)
+            continue
+        links_changed = True
+        new_links.append(Link(link.context, _bounded(link.attributes, link_attributes)))
+    if links_changed:
+        links = _keep_dropped(links, new_links)
+        changed = True
+    status = span.status
+    if status.description:
+        description = redactor.text(status.description, "status.description")
+        if description != status.description:
+            status = Status(status.status_code, description)
+            changed = True
+    if not changed:
+        return span
+    return ReadableSpan(
+        name=name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=attributes,
+        events=events,
+        links=links,
+        kind=span.kind,
+        instrumentation_info=span._instrumentation_info,
+        status=status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+class ScrubbingSpanExporter(SpanExporter):
+    """Redacts every span of a batch, then hands the batch to ``inner``."""
+
+    def __init__(self, inner: SpanExporter, redactor: Redactor) -> None:
+        self._inner = inner
+        self._redactor = redactor
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        redactor = self._redactor
+        return self._inner.export([scrub_span(span, redactor) for span in spans])
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+class ScrubbingLogExporter:
+    """Same for OTel log records: body and attributes (FastAPI's and the stdlib bridge's included).
+
+    Duck-typed like the SDK's own exporters because the logs SDK is still
+    underscored; a record that changes is copied, never edited in place.
+    """
+
+    def __init__(self, inner: Any, redactor: Redactor) -> None:
+        self._inner = inner
+        self._redactor = redactor
+
+    def export(self, batch: Sequence[Any]) -> Any:
+        return self._inner.export([self._scrub(item) for item in batch])
+
+    def _scrub(self, item: Any) -> Any:
+        record = item.log_record
+        redactor = self._redactor
+        body = record.body
+        new_body: Any = body
+        if isinstance(body, str):
+            new_body = redactor.text(body, "log.body")
+        elif isinstance(body, (Mapping, list, tuple, bytes)):
+            new_body = redactor.value("log.body", body)
+        new_attributes = redactor.attributes(record.attributes)
+        if new_attributes is None and new_body == body:
+            return item
+        record = copy.copy(record)
+        record.body = new_body
+        if new_attributes is not None:
+            record.attributes = _bounded(item.log_record.attributes, new_attributes)
+        return dataclasses.replace(item, log_record=record)
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return bool(self._inner.force_flush(timeout_millis))
+
+
+def captured_headers(
+    headers: Iterable[tuple[str, str]], allowed: frozenset[str], prefix: str, redactor: Redactor
+) -> dict[str, tuple[str, ...]]:
+    """``http.request.header.<name>`` attributes for allow-listed names, values always sanitised.
+
+    A header whose name matches the sensitive-key table (``authorization``,
+    ``cookie``, ``set-cookie``, ``x-api-key``, ``api-key``, anything with
+    ``token``, ``secret``, ``session``, ``password``...) is recorded as
+    ``REDACTED`` even when the allow-list names it; other values still go
+    through the value patterns.
+    """
+    captured: dict[str, list[str]] = {}
+    for raw_name, value in headers:
+        name = raw_name.lower()
+        if name not in allowed:
+            continue
+        clean = REDACTED if redactor.is_sensitive_key(name) else redactor.text(value, f"{prefix}.{name}")
+        captured.setdefault(f"{prefix}.{name}", []).append(clean)
+    return {key: tuple(values) for key, values in captured.items()}

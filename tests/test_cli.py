@@ -1,0 +1,206 @@
+"""The ``otel-setup`` command, run as a subprocess with its real output parsed."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from otel_setup._demo.report import histogram_quantile, parse_prometheus, route_rows
+from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.processes import ROOT, free_port
+
+SECRET = "s3cret-token-0123456789"
+
+
+def _run(
+    args: list[str], env: dict[str, str] | None = None, timeout: float = 60.0, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SENTRY_"))}
+    full_env.update(env or {})
+    full_env.update(extra)
+    return subprocess.run(
+        [sys.executable, "-m", "otel_setup.cli", *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _doctor_json(env: dict[str, str]) -> tuple[int, dict[str, object]]:
+    result = _run(["doctor", "--json", "--timeout", "1"], env)
+    return result.returncode, json.loads(result.stdout)
+
+
+def test_doctor_json_reports_sources_masks_secrets_and_reaches_the_collector(otlp_receiver: OtlpReceiver) -> None:
+    code, report = _doctor_json(
+        {
+            "OTEL_SERVICE_NAME": "gw2-api",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
+            "OTEL_EXPORTER_OTLP_HEADERS": f"authorization=Bearer {SECRET}",
+            "OTEL_TRACES_SAMPLER_ARG": "0.25",
+        }
+    )
+    assert code == 0, report["problems"]
+    assert set(report) >= {
+        "ok",
+        "exit_code",
+        "version",
+        "app",
+        "config_error",
+        "settings",
+        "exporters",
+        "instrumentations",
+        "endpoints",
+        "problems",
+        "notes",
+    }
+    assert report["ok"] is True and report["exit_code"] == 0 and report["problems"] == []
+    settings = report["settings"]
+    assert isinstance(settings, dict)
+    assert settings["service_name"] == {
+        "value": "gw2-api",
+        "source": "env:OTEL_SERVICE_NAME",
+        "env": ["OTEL_SERVICE_NAME"],
+    }
+    assert settings["sampling_ratio"]["source"] == "env:OTEL_TRACES_SAMPLER_ARG"
+    assert settings["sampler"]["source"] == "default"
+    assert settings["otlp_headers"]["value"] == {"authorization": "<hidden>"}
+    assert SECRET not in json.dumps(report)
+    assert report["exporters"] == {"traces": ["otlp"], "metrics": ["prometheus", "otlp"], "logs": ["none"]}
+    instrumentations = report["instrumentations"]
+    assert isinstance(instrumentations, dict)
+    for name in ("fastapi", "sqlalchemy", "redis", "httpx"):
+        assert instrumentations[name]["state"] == "active", instrumentations[name]
+        assert instrumentations[name]["installed"]
+    assert instrumentations["sentry"] == {
+        "state": "off",
+        "reason": "SENTRY_DSN not set",
+        "library": "sentry-sdk",
+        "installed": instrumentations["sentry"]["installed"],
+        "supported": ">=2.45,<3",
+    }
+    endpoints = report["endpoints"]
+    assert isinstance(endpoints, list)
+    assert {e["name"] for e in endpoints} == {"otlp traces", "otlp metrics"}
+    assert all(e["ok"] for e in endpoints), endpoints
+    # The probe is a real (empty) OTLP export that the collector accepted.
+    assert otlp_receiver.request_count("traces") >= 1
+
+
+def test_doctor_bad_config_exits_2_with_the_config_error_text() -> None:
+    result = _run(["doctor"], {"OTEL_TRACES_SAMPLER_ARG": "2"})
+    expected = "OTEL_TRACES_SAMPLER_ARG='2' is not valid: expected a number between 0 and 1"
+    assert result.returncode == 2
+    assert expected in result.stdout and expected in result.stderr
+    code, report = _doctor_json({"OTEL_TRACES_SAMPLER_ARG": "2"})
+    assert code == 2 and report["config_error"] == expected and report["ok"] is False
+
+
+def test_doctor_unreachable_endpoint_exits_non_zero() -> None:
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    code, report = _doctor_json({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint + "/v1/traces"})
+    assert code == 1
+    endpoints = report["endpoints"]
+    assert isinstance(endpoints, list)
+    assert endpoints[0]["ok"] is False and "no TCP connection" in endpoints[0]["detail"]
+    assert any(endpoint in problem for problem in report["problems"])  # type: ignore[union-attr]
+
+
+def test_doctor_unreachable_sentry_host_exits_non_zero() -> None:
+    code, report = _doctor_json({"SENTRY_DSN": f"http://public@127.0.0.1:{free_port()}/1"})
+    assert code == 1
+    assert report["instrumentations"]["sentry"]["state"] == "active"  # type: ignore[index]
+    assert any("Sentry host" in problem for problem in report["problems"])  # type: ignore[union-attr]
+
+
+def test_doctor_reports_a_missing_library_and_an_unsupported_version(tmp_path: Path) -> None:
+    """A shadowing ``redis`` that cannot be imported; a structlog release older than supported."""
+    (tmp_path / "redis").mkdir()
+    (tmp_path / "redis" / "__init__.py").write_text("raise ImportError(\"No module named 'redis'\", name='redis')\n")
+    (tmp_path / "structlog-20.1.0.dist-info").mkdir()
+    (tmp_path / "structlog-20.1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: structlog\nVersion: 20.1.0\n"
+    )
+    code, report = _doctor_json({"PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])})
+    assert code == 1
+    instrumentations = report["instrumentations"]
+    assert isinstance(instrumentations, dict)
+    assert instrumentations["redis"]["state"] == "off"
+    assert "missing" in instrumentations["redis"]["reason"]
+    assert instrumentations["logging"]["installed"] == "20.1.0"
+    assert "outside the supported range" in instrumentations["logging"]["reason"]
+
+
+def test_doctor_with_an_app_reads_its_configure_arguments() -> None:
+    result = _run(["doctor", "examples.gw2_app.main:app", "--json", "--timeout", "1"])
+    report = json.loads(result.stdout)
+    assert result.returncode == 0, report["problems"]
+    assert report["settings"]["cache_key_prefixes"]["source"] == "argument"
+
+
+def test_histogram_quantile_matches_promql() -> None:
+    """Same interpolation as PromQL: 10 observations, 5 in (0, 0.1], 4 in (0.1, 0.2], 1 in (0.2, +Inf)."""
+    buckets = [(0.1, 5.0), (0.2, 9.0), (float("inf"), 10.0)]
+    assert histogram_quantile(0.5, buckets) == pytest.approx(0.1)
+    assert histogram_quantile(0.7, buckets) == pytest.approx(0.15)
+    assert histogram_quantile(0.99, buckets) == pytest.approx(0.2)  # +Inf bucket: highest finite bound
+    assert histogram_quantile(0.5, [(0.1, 0.0), (float("inf"), 0.0)]) is None
+
+
+def test_route_rows_sum_over_status_codes() -> None:
+    text = "\n".join(
+        [
+            "# TYPE http_server_request_duration_seconds histogram",
+            *(
+                f'http_server_request_duration_seconds_bucket{{http_request_method="GET",http_route="/a",'
+                f'http_response_status_code="{code}",le="{le}"}} {count}'
+                for code, series in (
+                    ("200", ((0.1, 8), (1.0, 9), ("+Inf", 9))),
+                    ("500", ((0.1, 0), (1.0, 1), ("+Inf", 1))),
+                )
+                for le, count in series
+            ),
+            *(
+                f'http_server_request_duration_seconds_count{{http_request_method="GET",http_route="/a",'
+                f'http_response_status_code="{code}"}} {count}'
+                for code, count in (("200", 9), ("500", 1))
+            ),
+            "",
+        ]
+    )
+    [row] = route_rows(parse_prometheus(text))
+    assert (row.route, row.count, row.errors) == ("/a", 10.0, 1.0)
+    assert row.p50 == pytest.approx(0.1 * 5 / 8)
+
+
+@pytest.mark.slow
+def test_demo_reports_routes_a_trace_tree_its_logs_and_ai_tokens() -> None:
+    result = _run(["demo", "--duration", "4", "--sampling", "0.5", "--port", str(free_port())], timeout=40)
+    out = result.stdout
+    assert result.returncode == 0, result.stderr[-3000:] + out[-3000:]
+    assert "[" in result.stderr and "requests" in result.stderr  # the progress bar
+    rows = re.findall(r"^  (GET|POST) (/\S+)\s+(\d+)\s+[\d.]+\s+[\d.]+%", out, re.MULTILINE)
+    routes = {route for _, route, _ in rows}
+    assert {"/api/items/{item_id}", "/api/account", "/api/ai/build-advice"} <= routes, out
+    total = int(re.search(r"\((\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    assert sum(int(count) for _, _, count in rows) == total
+    trace_id = re.search(r"^One sampled trace: ([0-9a-f]{32}) \((\d+) spans\)", out, re.MULTILINE)
+    assert trace_id, out
+    assert re.search(r"^  \S.* server ", out, re.MULTILINE)  # the root of the tree
+    log_section = out.split(f"Log lines with trace_id {trace_id.group(1)}:", 1)[1]
+    lines = [json.loads(line) for line in log_section.splitlines() if line.startswith("  {")]
+    assert lines and all(line["trace_id"] == trace_id.group(1) for line in lines)
+    tokens = re.search(r"tokens input (\d+), output (\d+)", out)
+    assert tokens and int(tokens.group(1)) > 0 and int(tokens.group(2)) > 0, out
+    assert re.search(r"GW2 API\s+[1-9]\d* calls", out)
+    sampled = re.search(r"traces sampled\s+(\d+) of (\d+) requests", out)
+    assert sampled and 0 < int(sampled.group(1)) < int(sampled.group(2))
