@@ -93,7 +93,12 @@ class Telemetry:
 
     def instrument_app(self, app: Any) -> None:
         """Serve the probe and metrics routes on ``app`` and trace it (once per app)."""
-        from otel_setup._integrations.fastapi import disable_native_telemetry, instrument_app, is_instrumented
+        from otel_setup._integrations.fastapi import (
+            ServerHooks,
+            disable_native_telemetry,
+            instrument_app,
+            is_instrumented,
+        )
 
         if any(existing is app for existing in self._apps) or is_instrumented(app):
             return
@@ -106,11 +111,8 @@ class Telemetry:
         excluded = [p for p in (self.settings.health_path, self.settings.ready_path) if p]
         if self.settings.metrics_path and self._providers.prometheus_registry is not None:
             excluded.append(self.settings.metrics_path)
-        instrument_app(
-            app,
-            tracer_provider=self._providers.tracer_provider,
-            local_metrics=self._providers.local_metrics,
-            excluded_paths=excluded,
+        hooks = ServerHooks(
+            excluded_paths=frozenset(excluded),
             excluded_patterns=self._excluded_patterns,
             on_startup=_route_server_loggers if self.instrumentations.get("logging") == "active" else None,
             on_shutdown=self.shutdown if self._shutdown_on_lifespan else None,
@@ -122,6 +124,12 @@ class Telemetry:
             probes=self._probes(),
             roots=self._providers.root_spans,
             capture_headers=self._server_header_capture(),
+        )
+        instrument_app(
+            app,
+            tracer_provider=self._providers.tracer_provider,
+            local_metrics=self._providers.local_metrics,
+            hooks=hooks,
         )
 
     def _server_header_capture(self) -> Callable[[Any], dict[str, tuple[str, ...]]] | None:

@@ -429,19 +429,3 @@ def test_error_type_when_the_response_was_sent(contrib: dict[str, Any], ours: di
     theirs, mine = spans["exception_500"]
     assert theirs["attributes"].get("error.type") == "500"
     assert mine["attributes"].get("error.type") == "500"
-
-
-@pytest.mark.skipif(not KNOWN_MISMATCHES, reason="no known mismatch")
-@pytest.mark.xfail(strict=True, reason="; ".join(KNOWN_MISMATCHES.values()) or "none")
-def test_known_mismatches(contrib: dict[str, Any], ours: dict[str, Any]) -> None:
-    spans = {name: (theirs, mine) for name, theirs, mine in _pairs(contrib, ours)}
-    for name, key in KNOWN_MISMATCHES:
-        theirs, mine = spans[name]
-        assert (name, key, mine["attributes"].get(key)) == (name, key, theirs["attributes"].get(key))
-    assert _count_points(ours["points"], routes=MISMATCHED_ROUTES, without_mismatches=False) == _count_points(
-        contrib["points"], routes=MISMATCHED_ROUTES, without_mismatches=False
-    )
-
-
-if __name__ == "__main__":
-    _contrib_main()

@@ -19,6 +19,7 @@ import ipaddress
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any, Final
 
@@ -34,7 +35,7 @@ from otel_setup._sampling import RootSpans
 from otel_setup._spans import record_error
 from otel_setup.version import __version__
 
-__all__ = ["ServerTelemetryMiddleware", "disable_native_telemetry", "instrument_app", "is_instrumented"]
+__all__ = ["ServerHooks", "ServerTelemetryMiddleware", "disable_native_telemetry", "instrument_app", "is_instrumented"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -142,6 +143,24 @@ class _HeaderCarrier:
         self.values: dict[str, str] = {}
 
 
+@dataclass(frozen=True)
+class ServerHooks:
+    """Everything the server middleware does besides spans and metrics, decided once in ``configure()``."""
+
+    excluded_paths: frozenset[str] = frozenset()
+    excluded_patterns: tuple[re.Pattern[str], ...] = ()
+    on_startup: Callable[[], object] | None = None
+    on_shutdown: Callable[[], object] | None = None
+    request_log: RequestLogger | None = None
+    on_error: ErrorReporter | None = None
+    server_timing: bool = False
+    response_time_header: bool = False
+    trust: TraceparentTrust | None = None
+    probes: Mapping[str, ASGIApp] = field(default_factory=dict)
+    roots: RootSpans | None = None
+    capture_headers: Callable[[Scope], Mapping[str, Any]] | None = None
+
+
 class ServerTelemetryMiddleware:
     """Outermost ASGI wrapper: one SERVER span (when sampled) and duration/active metrics (always)."""
 
@@ -152,38 +171,30 @@ class ServerTelemetryMiddleware:
         tracer: Tracer,
         duration: FastHistogram,
         active: FastUpDownCounter,
-        excluded_paths: frozenset[str],
-        excluded_patterns: tuple[re.Pattern[str], ...] = (),
-        on_startup: Callable[[], object] | None = None,
-        on_shutdown: Callable[[], object] | None = None,
-        request_log: RequestLogger | None = None,
-        on_error: ErrorReporter | None = None,
-        server_timing: bool = False,
-        response_time_header: bool = False,
-        trust: TraceparentTrust | None = None,
-        probes: Mapping[str, ASGIApp] | None = None,
-        roots: RootSpans | None = None,
-        capture_headers: Callable[[Scope], Mapping[str, Any]] | None = None,
+        hooks: ServerHooks,
     ) -> None:
         self.app = app
-        self._capture_headers = capture_headers  # allow-listed, sanitised request headers (off: None)
-        self._roots = roots
-        self._probes = dict(probes or {})
-        self._trust = trust or TraceparentTrust()
         self._tracer = tracer
         self._duration = duration
         self._active = active
-        self._excluded_paths = excluded_paths
-        self._excluded_patterns = excluded_patterns
-        self._on_startup = on_startup
-        self._on_shutdown = on_shutdown
-        self._request_log = request_log
-        self._on_error = on_error
-        self._server_timing = server_timing
-        self._response_time_header = response_time_header
-        self._timing_headers = server_timing or response_time_header
+        # Unpacked into attributes once: the request path reads them every time.
+        self._excluded_paths = hooks.excluded_paths
+        self._excluded_patterns = hooks.excluded_patterns
+        self._on_startup = hooks.on_startup
+        self._on_shutdown = hooks.on_shutdown
+        self._request_log = hooks.request_log
+        self._on_error = hooks.on_error
+        self._server_timing = hooks.server_timing
+        self._response_time_header = hooks.response_time_header
+        self._trust = hooks.trust or TraceparentTrust()
+        self._probes = dict(hooks.probes)
+        self._roots = hooks.roots
+        self._capture_headers = hooks.capture_headers  # allow-listed, sanitised request headers (off: None)
+        self._timing_headers = hooks.server_timing or hooks.response_time_header
         self._expose_names = b", ".join(
-            name for name, on in ((b"Server-Timing", server_timing), (b"X-Response-Time", response_time_header)) if on
+            name
+            for name, on in ((b"Server-Timing", hooks.server_timing), (b"X-Response-Time", hooks.response_time_header))
+            if on
         )
 
     def _excluded(self, path: str) -> bool:
@@ -441,18 +452,7 @@ def instrument_app(
     *,
     tracer_provider: TracerProvider,
     local_metrics: LocalMetrics,
-    excluded_paths: Iterable[str],
-    excluded_patterns: tuple[re.Pattern[str], ...] = (),
-    on_startup: Callable[[], object] | None = None,
-    on_shutdown: Callable[[], object] | None = None,
-    request_log: RequestLogger | None = None,
-    on_error: ErrorReporter | None = None,
-    server_timing: bool = False,
-    response_time_header: bool = False,
-    trust: TraceparentTrust | None = None,
-    probes: Mapping[str, ASGIApp] | None = None,
-    roots: RootSpans | None = None,
-    capture_headers: Callable[[Scope], Mapping[str, Any]] | None = None,
+    hooks: ServerHooks,
 ) -> bool:
     """Wrap ``app``'s middleware stack once; a second call is a no-op returning False."""
     if is_instrumented(app):
@@ -473,30 +473,12 @@ def instrument_app(
     )
     local_metrics.register(_SCOPE_NAME, __version__, duration)
     local_metrics.register(_SCOPE_NAME, __version__, active)
-    excluded = frozenset(excluded_paths)
     original_build = app.build_middleware_stack
 
     def build_middleware_stack() -> ASGIApp:
         # Outermost, outside ServerErrorMiddleware: unhandled exceptions are
         # seen (and recorded) while the request span is still current.
-        return ServerTelemetryMiddleware(
-            original_build(),
-            tracer=tracer,
-            duration=duration,
-            active=active,
-            excluded_paths=excluded,
-            excluded_patterns=excluded_patterns,
-            on_startup=on_startup,
-            on_shutdown=on_shutdown,
-            request_log=request_log,
-            on_error=on_error,
-            server_timing=server_timing,
-            response_time_header=response_time_header,
-            trust=trust,
-            probes=probes,
-            roots=roots,
-            capture_headers=capture_headers,
-        )
+        return ServerTelemetryMiddleware(original_build(), tracer=tracer, duration=duration, active=active, hooks=hooks)
 
     app.build_middleware_stack = build_middleware_stack
     # Rebuilt on the next call, also when configure() runs inside the lifespan.
