@@ -429,3 +429,7 @@ def test_error_type_when_the_response_was_sent(contrib: dict[str, Any], ours: di
     theirs, mine = spans["exception_500"]
     assert theirs["attributes"].get("error.type") == "500"
     assert mine["attributes"].get("error.type") == "500"
+
+
+if __name__ == "__main__":
+    _contrib_main()
