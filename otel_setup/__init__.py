@@ -24,10 +24,12 @@ from otel_setup._options import (
     add_call_listener,
 )
 from otel_setup._telemetry import Telemetry
+from otel_setup._users import ActiveUsers
 from otel_setup.health import ReadinessCheck
 from otel_setup.version import __version__
 
 __all__ = [
+    "ActiveUsers",
     "CacheLookup",
     "CallListener",
     "CallRecord",

@@ -129,8 +129,10 @@ def _build(settings: Settings, features: Mapping[str, Any], app: Any) -> Telemet
     _install_globals(providers.tracer_provider, providers.meter_provider, providers.logger_provider)
 
     from otel_setup._integrations._semconv import use_stable_semconv
+    from otel_setup._integrations.calllog import set_call_log_level
 
     use_stable_semconv()
+    set_call_log_level(settings.call_log_level)  # db, genai, cache and gw2 log events
     states: dict[str, str] = {}
     telemetry = Telemetry(
         settings,
@@ -227,7 +229,11 @@ def _instrument_library(name: str, tracer_provider: Any, meter_provider: Any, te
         if name == "sqlalchemy":
             from otel_setup._integrations.sqlalchemy import instrument_sqlalchemy, uninstrument_sqlalchemy
 
-            done = instrument_sqlalchemy(tracer_provider=tracer_provider, meter_provider=meter_provider)
+            done = instrument_sqlalchemy(
+                tracer_provider=tracer_provider,
+                meter_provider=meter_provider,
+                slow_query_ms=telemetry.settings.slow_query_ms,
+            )
             telemetry.add_cleanup(uninstrument_sqlalchemy)
         elif name == "redis":
             from otel_setup._integrations.redis import instrument_redis, uninstrument_redis

@@ -95,6 +95,20 @@ class ConfigureOptions(TypedDict, total=False):
     disabled_instrumentations: Sequence[str] | str
     shutdown_timeout: float
     log_format: Literal["json", "console"]
+    log_level: Literal["debug", "info", "warning", "error"]
+    request_log_level: Literal["debug", "info", "warning", "error", "off"]
+    call_log_level: Literal["debug", "info", "warning", "error", "off"]
+    slow_request_ms: int
+    slow_query_ms: int
+    server_timing: bool
+    response_time_header: bool
+    trusted_traceparent: Sequence[str] | str
+    sentry_dsn: str
+    sentry_environment: str
+    sentry_sample_rate: float
+    gw2_api_base: str
+    genai_prices: str | Mapping[str, Any]
+    cache_key_prefixes: Sequence[str] | str
     redact_patterns: Sequence[str] | str
     redact_query_parameters: Sequence[str] | str
     redact_keys: Sequence[str] | str

@@ -123,9 +123,49 @@ def _prometheus_reader_class() -> Any:
                 return
             metrics_data = merge_into(collect_sdk(self, timeout_millis=10_000), self._local, self._resource)
             if metrics_data is not None:
-                self._collector.add_metrics_data(metrics_data)
+                self._collector.add_metrics_data(align_shared_families(metrics_data))
 
     return PrometheusReader
+
+
+def align_shared_families(metrics_data: Any) -> Any:
+    """Give a metric recorded by several scopes one label set, ``""`` where a point lacks a key.
+
+    ``db.client.operation.duration`` comes from the SQLAlchemy and the Redis scopes. The
+    Prometheus exporter prints both as one family whose label names it takes from the first
+    scope, then zips every other scope's values onto those names: a key only one scope has
+    (``db.collection.name``, an ``error.type`` seen on one side only) would shift the other
+    scope's values onto the wrong labels. An empty value is an absent label to Prometheus.
+    Runs per scrape, never on a request.
+    """
+    from dataclasses import replace
+
+    for resource_metrics in metrics_data.resource_metrics:
+        keys: dict[str, set[str]] = {}
+        scopes: dict[str, int] = {}
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                scopes[metric.name] = scopes.get(metric.name, 0) + 1
+                names = keys.setdefault(metric.name, set())
+                for point in metric.data.data_points:
+                    names.update(point.attributes or {})
+        shared = {name for name, count in scopes.items() if count > 1}
+        if not shared:
+            continue
+        for scope_metrics in resource_metrics.scope_metrics:
+            metrics = scope_metrics.metrics
+            for index, metric in enumerate(metrics):
+                if metric.name not in shared:
+                    continue
+                union = keys[metric.name]
+                points = [
+                    point
+                    if set(point.attributes or {}) == union
+                    else replace(point, attributes={**dict.fromkeys(union, ""), **(point.attributes or {})})
+                    for point in metric.data.data_points
+                ]
+                metrics[index] = replace(metric, data=replace(metric.data, data_points=points))
+    return metrics_data
 
 
 def _PrometheusReader(local: LocalMetrics, resource: Resource, **options: Any) -> MetricReader:

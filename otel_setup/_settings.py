@@ -672,6 +672,22 @@ SETTINGS: Final[tuple[Setting[Any], ...]] = (
         "Requests slower than this many milliseconds are logged at WARNING.",
     ),
     Setting(
+        "slow_query_ms",
+        ("OTEL_SETUP_SLOW_QUERY_MS",),
+        _positive_int,
+        200,
+        "SQL statements slower than this many milliseconds are logged at WARNING (`otel_setup.db`, "
+        "literals replaced by `?`).",
+    ),
+    Setting(
+        "call_log_level",
+        ("OTEL_SETUP_CALL_LOG_LEVEL",),
+        _choice((*LOG_LEVELS, "off")),
+        "debug",
+        "Level of the per-call log events (`otel_setup.db`, `otel_setup.genai`, `otel_setup.cache`, "
+        "`otel_setup.gw2`), or `off`; below the root level they cost one level check.",
+    ),
+    Setting(
         "server_timing",
         ("OTEL_SETUP_SERVER_TIMING",),
         _boolean,

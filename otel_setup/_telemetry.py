@@ -15,6 +15,7 @@ from otel_setup._metrics_access import metrics_endpoint, start_metrics_server
 from otel_setup._providers import Providers, run_within
 from otel_setup._redaction import DEFAULT_REDACTOR, Redactor
 from otel_setup._settings import Settings
+from otel_setup._users import ActiveUsers, DisabledActiveUsers
 from otel_setup.health import Readiness, ReadinessCheck, health_endpoint, ready_endpoint
 
 __all__ = ["Telemetry"]
@@ -84,6 +85,31 @@ class Telemetry:
     @property
     def exporters(self) -> dict[str, tuple[str, ...]]:
         return dict(self._providers.exporters) if self._providers else {}
+
+    # --- active users (otel_setup/_users.py) -------------------------------
+
+    _users: ActiveUsers | None = None
+
+    @property
+    def users(self) -> ActiveUsers:
+        """Distinct accounts seen recently: ``telemetry.users.seen(account_id)`` on the request path.
+
+        Created, and its gauge registered, on first use: a service that never calls it
+        exports no ``otel_setup_users_active`` series. A no-op when telemetry is off.
+        """
+        users = self._users
+        if users is None:
+            with self._lock:
+                if self._users is None:
+                    if self._providers is None:
+                        self._users = DisabledActiveUsers()
+                    else:
+                        self._users = ActiveUsers()
+                        self._users.register(self._providers.meter_provider)
+                users = self._users
+        return users
+
+    # --- end active users ----------------------------------------------------
 
     # --- app wiring ------------------------------------------------------
 

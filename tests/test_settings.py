@@ -156,3 +156,11 @@ def test_resource_attributes(monkeypatch: pytest.MonkeyPatch) -> None:
     assert attributes["team"] == "raid"
     assert "deployment.environment" not in attributes
     assert len(str(attributes["service.instance.id"])) == 36
+
+
+def test_every_setting_is_a_typed_keyword() -> None:
+    """Each setting can be passed to configure() with its type known to mypy."""
+    from otel_setup._options import ConfigureOptions
+    from otel_setup._settings import SETTINGS
+
+    assert {s.name for s in SETTINGS} <= set(ConfigureOptions.__annotations__)

@@ -174,7 +174,7 @@ DASHBOARDS: dict[str, dict[str, Any]] = {
                 "Firing alerts",
                 [('sum by (alertname, severity) (ALERTS{alertstate="firing"})', "")],
                 kind="table",
-                width=12,
+                width=8,
                 instant=True,
             ),
             Panel(
@@ -184,9 +184,28 @@ DASHBOARDS: dict[str, dict[str, Any]] = {
                     ('slo:sli_error:ratio_rate1h{job=~"$job",slo="latency"} / 0.05', "latency"),
                 ],
                 unit="none",
-                width=12,
+                width=8,
                 thresholds=[(None, "green"), (6, "yellow"), (14.4, "red")],
                 description="1 = spending the 30-day budget exactly; 14.4 for an hour pages.",
+            ),
+            Panel(
+                "Active users (distinct accounts)",
+                [
+                    (
+                        f"sum by (otel_setup_users_window) (otel_setup_users_active{{{JOB}}})",
+                        "{{otel_setup_users_window}}",
+                    ),
+                    (
+                        f'max(otel_setup_users_active{{{JOB},otel_setup_users_window="5m"}})',
+                        "5m, busiest process (lower bound)",
+                    ),
+                ],
+                unit="short",
+                width=8,
+                description="Accounts seen within each sliding window, counted in each process from keyed "
+                "hashes (no id in any label). Summed over processes: with several workers an account "
+                "served by two of them counts twice, so the sum is an upper bound and the busiest "
+                "process a lower bound.",
             ),
             TRACE_LOGS,
         ],

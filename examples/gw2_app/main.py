@@ -69,13 +69,24 @@ def _gw2_key(value: Annotated[str | None, Depends(_key_header)]) -> str:
 GW2Key = Annotated[str, Depends(_gw2_key)]
 
 
+def _user_seen(key: str) -> None:
+    """Count this account in the active-users gauge, once the GW2 API has accepted its key.
+
+    The id handed over is the hashed one the cache uses, so the key itself never leaves the
+    handler; ``seen()`` keeps only a keyed digest of it and exports counts, never ids.
+    """
+    telemetry.users.seen(cache.key_for("account", key))
+
+
 @app.get("/api/account")
 async def account(key: GW2Key) -> dict[str, Any]:
     """The user's GW2 account, cached per key; each upstream fetch upserts the account row."""
     cache_key = cache.key_for("account", key)
     if (cached := await cache.get_json(cache_key)) is not None:
+        _user_seen(key)  # cached only after the upstream accepted the key
         return cached
     data = await gw2.account(key)
+    _user_seen(key)
     await cache.set_json(cache_key, data)
     await run_in_threadpool(db.upsert_account, data)
     log.info("account.refreshed", world=data.get("world"))
@@ -86,8 +97,10 @@ async def account(key: GW2Key) -> dict[str, Any]:
 async def character(name: str, key: GW2Key) -> dict[str, Any]:
     cache_key = cache.key_for("character", key, name)
     if (cached := await cache.get_json(cache_key)) is not None:
+        _user_seen(key)
         return cached
     data = await gw2.character(key, name)
+    _user_seen(key)
     await cache.set_json(cache_key, data)
     return data
 
@@ -164,6 +177,7 @@ async def account_build_advice(key: GW2Key) -> BuildAdvice:
     The prompt carries professions and levels only, never account or character names.
     """
     data = await _cached(cache.key_for("account", key), lambda: gw2.account(key))
+    _user_seen(key)
     names = await _cached(cache.key_for("characters", key), lambda: gw2.characters(key))
     await run_in_threadpool(db.upsert_account, data)
     summary = []

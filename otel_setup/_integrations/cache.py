@@ -14,6 +14,10 @@ and ``gw2:item``; a key matching none is ``_OTHER``); with none configured, the
 key's first ``:``-separated segment when it looks like a namespace (short,
 lowercase, at most two digits), else ``_OTHER``. Pipelines and transactions
 are not counted.
+
+The same observation feeds the ``otel_setup.cache`` log events (reads with
+their result, writes with the TTL their arguments set): only after the
+call-log level check, and with the key as its hash, never raw.
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ from typing import Any, Final
 
 from opentelemetry.metrics import Counter, MeterProvider
 
+from otel_setup._integrations import calllog
 from otel_setup._options import CacheLookup, _call_listeners, emit_call
 from otel_setup.version import __version__
 
-__all__ = ["CacheCounter", "cache_name", "lookup_counts"]
+__all__ = ["CacheCounter", "cache_name", "key_hash", "lookup_counts", "write_ttl"]
 
 _SCOPE_NAME: Final = "otel_setup.cache"
 OTHER: Final = "_OTHER"
@@ -87,6 +92,48 @@ def cache_name(key: str, prefixes: Sequence[str]) -> str:
     return OTHER
 
 
+def key_hash(key: str) -> str:
+    """First 16 hex characters of the key's SHA-256: correlates log lines, never reveals the key."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _seconds(value: Any, scale: float) -> float | None:
+    try:
+        number = float(value.decode() if isinstance(value, bytes) else value)
+    except (TypeError, ValueError, UnicodeDecodeError):
+        return None
+    return number * scale
+
+
+def _option_ttl(options: tuple[Any, ...]) -> float | None:
+    """``EX s`` / ``PX ms`` among ``SET``'s or ``GETEX``'s options (other options are skipped)."""
+    for index in range(len(options) - 1):
+        option = options[index]
+        name = (option.decode("ascii", "replace") if isinstance(option, bytes) else str(option)).upper()
+        if name == "EX":
+            return _seconds(options[index + 1], 1.0)
+        if name == "PX":
+            return _seconds(options[index + 1], 0.001)
+    return None
+
+
+def write_ttl(command: str, args: tuple[Any, ...]) -> float | None:
+    """The TTL in seconds a write sets, where its arguments say (``args[0]`` is the command)."""
+    if command == "SET":
+        return _option_ttl(args[3:])
+    if command == "GETEX":
+        return _option_ttl(args[2:])
+    if command in ("SETEX", "EXPIRE") and len(args) > 2:
+        return _seconds(args[2], 1.0)
+    if command in ("PSETEX", "PEXPIRE") and len(args) > 2:
+        return _seconds(args[2], 0.001)
+    return None
+
+
+# Writes logged as cache operations (with their TTL); they are not counted in the metric.
+_WRITES: Final = frozenset({"SET", "SETEX", "PSETEX", "EXPIRE", "PEXPIRE", "DEL", "UNLINK"})
+
+
 class CacheCounter:
     """Called by the Redis wrapper after each successful command; cheap for non-reads."""
 
@@ -98,13 +145,15 @@ class CacheCounter:
             description="Cache reads by logical cache and result (hit or miss); hit ratio = hit / all.",
         )
 
-    def observe(self, command: str, args: tuple[Any, ...], result: Any) -> None:
+    def observe(self, command: str, args: tuple[Any, ...], result: Any, elapsed: float = 0.0) -> None:
         counts = lookup_counts(command, result)
         if counts is None or len(args) < 2:
+            if command in _WRITES and len(args) >= 2 and calllog.CACHE.enabled():
+                self._log_write(command, args, elapsed)
             return
         hits, misses = counts
         if command == "MGET" and len(args) > 2:
-            self._mget(args[1:], result)
+            self._mget(args[1:], result, elapsed)
             return
         key = _text(args[1])
         name = cache_name(key, self._prefixes)
@@ -113,10 +162,16 @@ class CacheCounter:
             self._lookups.add(hits, {**attributes, "cache.result": "hit"})
         if misses:
             self._lookups.add(misses, {**attributes, "cache.result": "miss"})
-        if _call_listeners:
-            emit_call(CacheLookup(name, command, hits, misses, hashlib.sha256(key.encode()).hexdigest()[:16]))
+        logged = calllog.CACHE.enabled()
+        if _call_listeners or logged:
+            record = CacheLookup(name, command, hits, misses, key_hash(key))
+            if _call_listeners:
+                emit_call(record)
+            if logged:
+                ttl = write_ttl(command, args) if command == "GETEX" else None
+                self._log_lookup(record, elapsed, ttl)
 
-    def _mget(self, keys: tuple[Any, ...], result: Any) -> None:
+    def _mget(self, keys: tuple[Any, ...], result: Any, elapsed: float) -> None:
         """Keys of one MGET may belong to different caches: count each against its own."""
         if not isinstance(result, (list, tuple)) or len(result) != len(keys):
             return
@@ -130,15 +185,40 @@ class CacheCounter:
                 count,
                 {"cache.name": name, "db.system.name": "redis", "db.operation.name": "MGET", "cache.result": outcome},
             )
-        if _call_listeners:
+        logged = calllog.CACHE.enabled()
+        if _call_listeners or logged:
             first = _text(keys[0])
             hits = sum(count for (_, outcome), count in tally.items() if outcome == "hit")
-            emit_call(
-                CacheLookup(
-                    cache_name(first, self._prefixes),
-                    "MGET",
-                    hits,
-                    len(keys) - hits,
-                    hashlib.sha256(first.encode()).hexdigest()[:16],
-                )
-            )
+            record = CacheLookup(cache_name(first, self._prefixes), "MGET", hits, len(keys) - hits, key_hash(first))
+            if _call_listeners:
+                emit_call(record)
+            if logged:
+                self._log_lookup(record, elapsed, None)
+
+    @staticmethod
+    def _log_lookup(record: CacheLookup, elapsed: float, ttl: float | None) -> None:
+        fields: dict[str, Any] = {
+            "cache.name": record.cache,
+            "db.operation.name": record.command,
+            "cache.result": "hit" if record.hits and not record.misses else ("miss" if not record.hits else "partial"),
+            "hits": record.hits,
+            "misses": record.misses,
+            "key_hash": record.key_hash,
+            "duration_ms": round(elapsed * 1000.0, 3),
+        }
+        if ttl is not None:
+            fields["ttl_s"] = ttl
+        calllog.CACHE.write("cache lookup", fields)
+
+    def _log_write(self, command: str, args: tuple[Any, ...], elapsed: float) -> None:
+        key = _text(args[1])
+        fields: dict[str, Any] = {
+            "cache.name": cache_name(key, self._prefixes),
+            "db.operation.name": command,
+            "key_hash": key_hash(key),
+            "duration_ms": round(elapsed * 1000.0, 3),
+        }
+        ttl = write_ttl(command, args)
+        if ttl is not None:
+            fields["ttl_s"] = ttl
+        calllog.CACHE.write("cache write", fields)

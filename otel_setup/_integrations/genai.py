@@ -50,6 +50,7 @@ from opentelemetry.metrics import Counter, Histogram, MeterProvider, _Gauge
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 
 from otel_setup._errors import OtelSetupConfigError
+from otel_setup._integrations import calllog
 from otel_setup._integrations.httpx import (
     add_api_handler,
     client_duration_histogram,
@@ -536,24 +537,25 @@ class _GenAICall:
         if self._span.is_recording():
             self._annotate(result, price_model, cost, usage_reported if succeeded else None, error_type, error)
         self._span.end()
-        emit_call(
-            GenAICall(
-                provider=str(metric["gen_ai.provider.name"]),
-                operation=str(metric["gen_ai.operation.name"]),
-                request_model=self._request_model,
-                response_model=result.response_model,
-                input_tokens=result.input_tokens,
-                output_tokens=result.output_tokens,
-                cached_input_tokens=result.cached_tokens,
-                cost_usd=cost,
-                price_model=price_model or UNKNOWN,
-                status_code=status,
-                error_type=error_type,
-                streamed=self._streamed,
-                usage_reported=usage_reported,
-                duration_s=duration,
-            )
+        record = GenAICall(
+            provider=str(metric["gen_ai.provider.name"]),
+            operation=str(metric["gen_ai.operation.name"]),
+            request_model=self._request_model,
+            response_model=result.response_model,
+            input_tokens=result.input_tokens,
+            output_tokens=result.output_tokens,
+            cached_input_tokens=result.cached_tokens,
+            cost_usd=cost,
+            price_model=price_model or UNKNOWN,
+            status_code=status,
+            error_type=error_type,
+            streamed=self._streamed,
+            usage_reported=usage_reported,
+            duration_s=duration,
         )
+        emit_call(record)
+        if calllog.GENAI.enabled():
+            calllog.GENAI.write("genai call", {**calllog.genai_fields(record), **calllog.span_ids(self._span)})
 
     def _record_usage(self, result: _Result, metric: dict[str, Any], price_model: str | None) -> float | None:
         """Token histograms and, for a priced model, the cost counter; returns the cost."""

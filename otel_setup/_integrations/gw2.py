@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 from opentelemetry.metrics import Counter, Histogram, MeterProvider
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 
+from otel_setup._integrations import calllog
 from otel_setup._integrations.httpx import (
     add_api_handler,
     client_duration_histogram,
@@ -259,16 +260,17 @@ class _GW2Call:
                 self._span.set_attribute("gw2.error.reason", reason)
         self._instruments.requests.add(1, counted)
         self._span.end()
-        emit_call(
-            GW2Call(
-                endpoint=self._template,
-                method=str(counted["http.request.method"]),
-                status_code=status,
-                error_type=self._attributes.get("error.type"),
-                error_reason=reason,
-                duration_s=self._duration or 0.0,
-            )
+        record = GW2Call(
+            endpoint=self._template,
+            method=str(counted["http.request.method"]),
+            status_code=status,
+            error_type=self._attributes.get("error.type"),
+            error_reason=reason,
+            duration_s=self._duration or 0.0,
         )
+        emit_call(record)
+        if calllog.GW2.enabled():
+            calllog.GW2.write("gw2 call", {**calllog.gw2_fields(record), **calllog.span_ids(self._span)})
 
 
 class GW2Handler:

@@ -61,10 +61,11 @@ def _command_wrapper(
                 attributes["db.operation.name"] = (name.decode() if isinstance(name, bytes) else str(name)).upper()
             if error is not None:
                 attributes["error.type"] = type(error).__qualname__
-            duration.record(perf_counter() - start, attributes)
-            # --- cache hit/miss (see cache.py): successful single commands only
+            elapsed = perf_counter() - start
+            duration.record(elapsed, attributes)
+            # --- cache hit/miss and the cache log (see cache.py): successful single commands only
             if cache is not None and error is None and not pipeline and args:
-                cache.observe(attributes["db.operation.name"], args, result)
+                cache.observe(attributes["db.operation.name"], args, result, elapsed)
         except Exception:  # noqa: BLE001 - never break a command for telemetry
             _log.debug("otel_setup: redis metric failed", exc_info=True)
 

@@ -5,23 +5,36 @@ covers engines created before ``configure()`` (including modules that did
 ``from sqlalchemy import create_engine`` at import), engines created after it,
 and the sync engine inside every ``AsyncEngine``. The contrib instrumentor is
 not used: it refuses SQLAlchemy 2.1 and, forced, fails to import there.
+
+Per statement string (statements are the application's code, so there are few
+of them; the cache is capped anyway) the operation, the table
+(``db.collection.name``, from the first ``FROM``/``INTO``/``UPDATE <name>``) and
+the text with its literals replaced by ``?`` are computed once. The table goes
+on spans and on ``db.client.operation.duration`` (at most ``_MAX_TABLES``
+distinct names on the metric, then ``_OTHER``). Statements slower than
+``OTEL_SETUP_SLOW_QUERY_MS`` are logged at WARNING on ``otel_setup.db`` (text
+without literals, duration, rows where the driver knows them); every statement
+is logged at the call-log level (see :mod:`otel_setup._integrations.calllog`)
+only when that level is enabled.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from time import perf_counter
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from opentelemetry.metrics import Histogram, MeterProvider
 from opentelemetry.trace import SpanKind, Tracer, TracerProvider
 
+from otel_setup._integrations import calllog
 from otel_setup._redaction import redact_text
 from otel_setup._spans import record_error
 from otel_setup.version import __version__
 
-__all__ = ["instrument_sqlalchemy", "uninstrument_sqlalchemy"]
+__all__ = ["Statement", "instrument_sqlalchemy", "statement_info", "strip_literals", "uninstrument_sqlalchemy"]
 
 _log = logging.getLogger("otel_setup")
 _SCOPE_NAME: Final = "otel_setup.sqlalchemy"
@@ -58,58 +71,163 @@ def _engine_attributes(engine: Any) -> dict[str, Any]:
     return attributes
 
 
-def _operation(statement: str) -> str:
+# One pass over the text; quoted identifiers, comments and placeholders are matched (and kept)
+# whole, so a quote, digit or keyword inside them is never mistaken for a literal.
+_TOKENS: Final = re.compile(
+    r"""
+    (?P<string>[eEnNbBxX]?'(?:[^'\\]|''|\\.)*')          # 'text', E'..', N'..', X'..'
+    | (?P<dollar>\$(?P<tag>[A-Za-z_]\w*)?\$.*?\$(?P=tag)?\$)   # PostgreSQL $$..$$ / $tag$..$tag$
+    | (?P<keep>"(?:[^"]|"")*"|`[^`]*`                       # quoted identifiers ([..] may be an array)
+        |--[^\n]*|/\*.*?\*/                                # comments
+        |\$\d+|%\(\w+\)s|%s|:\w+                          # placeholders
+        |[A-Za-z_][\w$]*)                                  # words, digits and all (t1, col_2)
+    | (?P<number>0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+_NAME: Final = r'(?:"[^"]+"|`[^`]+`|\[[^\]]+\]|[A-Za-z_][\w$]*)'
+_TABLE: Final = re.compile(rf"\b(?:FROM|INTO|UPDATE)\s+({_NAME}(?:\.{_NAME}){{0,2}})", re.IGNORECASE)
+_MAX_STATEMENTS: Final = 2000
+_MAX_TABLES: Final = 200
+OTHER: Final = "_OTHER"
+
+
+def _literal(match: re.Match[str]) -> str:
+    return match.group(0) if match.lastgroup == "keep" else "?"
+
+
+def strip_literals(statement: str) -> str:
+    """``SELECT * FROM t WHERE name = 'x' AND n > 3`` -> ``SELECT * FROM t WHERE name = ? AND n > ?``."""
+    return _TOKENS.sub(_literal, statement)
+
+
+class Statement(NamedTuple):
+    """What one statement string says about itself; computed once per string."""
+
+    operation: str
+    table: str | None
+    """``db.collection.name`` for spans and logs."""
+    metric_table: str | None
+    """The same for the metric, or ``_OTHER`` once ``_MAX_TABLES`` names were seen."""
+    text: str
+    """The statement with literals replaced by ``?`` (for the logs)."""
+
+
+_statements: dict[str, Statement] = {}
+_tables: set[str] = set()
+
+
+def _parse(statement: str) -> Statement:
     head = statement.lstrip().split(None, 1)
-    return head[0].upper() if head else "SQL"
+    operation = head[0].upper() if head else "SQL"
+    text = strip_literals(statement)
+    match = _TABLE.search(text)  # on the stripped text: 'from x' inside a string is gone
+    table = None
+    if match:
+        table = ".".join(part.strip('"`[]') for part in re.findall(_NAME, match.group(1)))[:128]
+    metric_table = table
+    if table is not None and table not in _tables:
+        if len(_tables) < _MAX_TABLES:
+            _tables.add(table)
+        else:
+            metric_table = OTHER
+    return Statement(operation, table, metric_table, text)
+
+
+def statement_info(statement: str) -> Statement:
+    """A dictionary lookup for a statement seen before; parsed (and kept, up to a cap) otherwise."""
+    info = _statements.get(statement)
+    if info is None:
+        info = _parse(statement)
+        if len(_statements) < _MAX_STATEMENTS:
+            _statements[statement] = info
+    return info
 
 
 class _Listeners:
-    def __init__(self, tracer: Tracer, duration: Histogram) -> None:
+    def __init__(self, tracer: Tracer, duration: Histogram, slow_query_ms: int) -> None:
         self.tracer = tracer
         self.duration = duration
+        self.slow_seconds = slow_query_ms / 1000.0
 
     def before(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
         try:
             engine_attributes = _engine_attributes(conn.engine)
-            operation = _operation(statement)
+            info = statement_info(statement)
+            operation = info.operation
             namespace = engine_attributes.get("db.namespace")
             span = self.tracer.start_span(f"{operation} {namespace}" if namespace else operation, kind=SpanKind.CLIENT)
             if span.is_recording():
                 span.set_attributes(engine_attributes)
                 span.set_attribute("db.operation.name", operation)
+                if info.table:
+                    span.set_attribute("db.collection.name", info.table)
                 span.set_attribute("db.query.text", redact_text(statement))
             if context is not None:
-                setattr(context, _STATE_ATTR, (span, perf_counter(), operation, engine_attributes))
+                setattr(context, _STATE_ATTR, (span, perf_counter(), info, engine_attributes))
         except Exception:  # noqa: BLE001 - never break a query for telemetry
             _log.debug("otel_setup: sqlalchemy before_cursor_execute failed", exc_info=True)
 
     def after(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-        self._end(context, None)
+        self._end(context, None, cursor)
 
     def error(self, exception_context: Any) -> None:
-        self._end(exception_context.execution_context, exception_context.original_exception)
+        self._end(exception_context.execution_context, exception_context.original_exception, None)
 
-    def _end(self, context: Any, error: BaseException | None) -> None:
+    def _end(self, context: Any, error: BaseException | None, cursor: Any) -> None:
         state = getattr(context, _STATE_ATTR, None) if context is not None else None
         if state is None:
             return
         try:
             setattr(context, _STATE_ATTR, None)
-            span, start, operation, engine_attributes = state
+            span, start, info, engine_attributes = state
             attributes = dict(engine_attributes)
-            attributes["db.operation.name"] = operation
+            attributes["db.operation.name"] = info.operation
+            if info.metric_table:
+                attributes["db.collection.name"] = info.metric_table
             if error is not None:
                 attributes["error.type"] = type(error).__qualname__
                 if span.is_recording():
                     span.set_attribute("error.type", type(error).__qualname__)
                     record_error(span, error, escaped=False)
-            self.duration.record(perf_counter() - start, attributes)
+            elapsed = perf_counter() - start
+            self.duration.record(elapsed, attributes)
             span.end()
+            if elapsed >= self.slow_seconds:
+                if calllog.DB.logger.isEnabledFor(logging.WARNING):
+                    _log_query("slow query", logging.WARNING, span, info, attributes, elapsed, cursor)
+            elif calllog.DB.enabled():
+                _log_query("query", calllog.DB.level, span, info, attributes, elapsed, cursor)
         except Exception:  # noqa: BLE001 - never break a query for telemetry
             _log.debug("otel_setup: sqlalchemy span end failed", exc_info=True)
 
 
-def instrument_sqlalchemy(*, tracer_provider: TracerProvider, meter_provider: MeterProvider) -> bool:
+def _log_query(
+    event: str, level: int, span: Any, info: Statement, attributes: dict[str, Any], elapsed: float, cursor: Any
+) -> None:
+    """One query as a log event: literal-free text, duration, rows where the driver counts them."""
+    fields: dict[str, Any] = {
+        "db.system.name": attributes["db.system.name"],
+        "db.operation.name": info.operation,
+        "db.query.text": info.text,
+        "duration_ms": round(elapsed * 1000.0, 3),
+    }
+    if info.table:
+        fields["db.collection.name"] = info.table
+    if "db.namespace" in attributes:
+        fields["db.namespace"] = attributes["db.namespace"]
+    if "error.type" in attributes:
+        fields["error.type"] = attributes["error.type"]
+    rows = getattr(cursor, "rowcount", -1) if cursor is not None else -1
+    if isinstance(rows, int) and rows >= 0:
+        fields["rows"] = rows
+    fields.update(calllog.span_ids(span))
+    calllog.DB.write(event, fields, level)
+
+
+def instrument_sqlalchemy(
+    *, tracer_provider: TracerProvider, meter_provider: MeterProvider, slow_query_ms: int = 200
+) -> bool:
     """Listen on every engine; returns False when SQLAlchemy is absent or already listened to."""
     if _listeners:
         return False
@@ -125,7 +243,7 @@ def instrument_sqlalchemy(*, tracer_provider: TracerProvider, meter_provider: Me
         description="Duration of database client operations.",
         explicit_bucket_boundaries_advisory=list(_DB_BUCKETS),
     )
-    listeners = _Listeners(tracer, duration)
+    listeners = _Listeners(tracer, duration, slow_query_ms)
     for name, fn in (
         ("before_cursor_execute", listeners.before),
         ("after_cursor_execute", listeners.after),

@@ -1,0 +1,318 @@
+"""Every metric the package emits, declared once: name, instrument, unit, attributes, meaning.
+
+The tables of ``docs/metrics.md`` are rendered from :data:`CATALOG`
+(``python -m otel_setup._catalog docs/metrics.md`` rewrites them in place), and
+the tests hold both ends: the document must equal the rendering, and the
+example service's ``/metrics`` must show exactly the Prometheus names of the
+entries it can produce. A new instrument without an entry, or an entry nothing
+records, fails the suite instead of surprising a dashboard.
+
+The Prometheus name is derived, not typed: dots become underscores and the
+unit ``s`` appends ``_seconds`` (units in braces are dropped), as the OTel
+Prometheus exporter and the collector's ``prometheus`` exporter both do;
+counters get ``_total`` and histograms ``_bucket``/``_sum``/``_count``.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal
+
+__all__ = ["CATALOG", "SECTIONS", "MetricSpec", "markdown_table", "render_document"]
+
+Kind = Literal["histogram", "counter", "up-down counter", "gauge", "observable gauge"]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric as a user of the data sees it."""
+
+    name: str
+    kind: Kind
+    unit: str
+    attributes: str
+    """Markdown: the attribute keys and their bounded values."""
+    meaning: str
+    section: str
+
+    @property
+    def prometheus(self) -> str:
+        """The family name in Prometheus, without the ``_total``/``_bucket``... suffixes."""
+        base = re.sub(r"[^a-zA-Z0-9_:]", "_", self.name)
+        return base + "_seconds" if self.unit == "s" else base
+
+    @property
+    def prometheus_series(self) -> str:
+        """The series names as written in the document's last column."""
+        if self.kind == "histogram":
+            return f"{self.prometheus}_{{bucket,sum,count}}"
+        if self.kind == "counter":
+            return f"{self.prometheus}_total"
+        return self.prometheus
+
+
+# section key -> heading in docs/metrics.md (order of the document)
+SECTIONS: Final = {
+    "http-server": "HTTP server (FastAPI)",
+    "http-client": "HTTP client (httpx, including GW2 and AI calls)",
+    "database": "Database and cache",
+    "gw2": "GW2 API",
+    "genai": "GenAI (OpenAI-compatible APIs)",
+    "cache": "Cache",
+    "users": "Active users",
+    "pipeline": "The pipeline itself",
+}
+
+_GENAI_LABELS: Final = (
+    "`gen_ai.operation.name` (`chat`), `gen_ai.provider.name`, `gen_ai.request.model`, `gen_ai.response.model`, "
+    "`server.address`, `server.port`"
+)
+
+CATALOG: Final[tuple[MetricSpec, ...]] = (
+    MetricSpec(
+        "http.server.request.duration",
+        "histogram",
+        "s",
+        "`http.request.method` (`_OTHER` for unknown), `http.route` (template; absent when no route matched), "
+        "`http.response.status_code`, `url.scheme`, `network.protocol.version`, `error.type` (exception class or "
+        "status code, 5xx only)",
+        "Time from request start to the last response byte; rate, errors and latency per route.",
+        "http-server",
+    ),
+    MetricSpec(
+        "http.server.active_requests",
+        "up-down counter",
+        "{request}",
+        "`http.request.method`, `url.scheme`",
+        "Requests in flight right now (saturation).",
+        "http-server",
+    ),
+    MetricSpec(
+        "http.client.request.duration",
+        "histogram",
+        "s",
+        "`http.request.method`, `http.response.status_code`, `server.address`, `server.port`, "
+        "`network.protocol.version`, `error.type`; `url.template` on GW2 calls only (e.g. `/v2/characters/{name}`)",
+        "Outgoing httpx calls, from sending the request to the end of the response headers.",
+        "http-client",
+    ),
+    MetricSpec(
+        "db.client.operation.duration",
+        "histogram",
+        "s",
+        "`db.system.name` (`postgresql`, `sqlite`, `redis`, …), `db.operation.name` (`SELECT`, `GET`, …), "
+        "`db.collection.name` (SQL only: the table of the first `FROM`/`INTO`/`UPDATE`; at most 200 names, then "
+        "`_OTHER`), `db.namespace`, `server.address`, `server.port`, `error.type`",
+        "Database query and Redis command time, including failed ones.",
+        "database",
+    ),
+    MetricSpec(
+        "gw2.api.requests",
+        "counter",
+        "{request}",
+        "`url.template`, `http.request.method`, `http.response.status_code` (absent when no response arrived), "
+        "`error.type` (status code for 4xx/5xx, exception class for timeouts and connection errors), "
+        "`gw2.error.reason` (403 only: `invalid_key`, `requires_authentication`, `requires_scope`, "
+        "`membership_required`, `guild_leader_required`, `other`)",
+        "GW2 API responses by endpoint template and outcome; 429 is rate limiting, 403 a rejected key or scope.",
+        "gw2",
+    ),
+    MetricSpec(
+        "gen_ai.client.operation.duration",
+        "histogram",
+        "s",
+        f"{_GENAI_LABELS}, `error.type` (`insufficient_quota`, `rate_limit_exceeded`, `invalid_api_key`, "
+        "`context_length_exceeded`, `model_not_found`, else the status code or exception class)",
+        "AI call latency, to the end of the (streamed) body.",
+        "genai",
+    ),
+    MetricSpec(
+        "gen_ai.client.token.usage",
+        "histogram",
+        "{token}",
+        "as above without `error.type`, plus `gen_ai.token.type` (`input`, `output`)",
+        "Tokens per successful call with reported usage; `_sum` is the tokens burnt.",
+        "genai",
+    ),
+    MetricSpec(
+        "otel_setup.genai.cost.usd",
+        "counter",
+        "{USD}",
+        "`gen_ai.provider.name`, `otel_setup.genai.price_model` (price-table entry), `gen_ai.token.type`",
+        "Spend in US dollars from the offline price table; unknown models add nothing.",
+        "genai",
+    ),
+    MetricSpec(
+        "otel_setup.genai.requests",
+        "counter",
+        "{request}",
+        "`gen_ai.provider.name`, `gen_ai.operation.name`, `otel_setup.genai.price_model` (entry or `unknown`), "
+        "`otel_setup.genai.outcome` (`ok`, `rate_limited`, `insufficient_quota`, `auth_error`, `client_error`, "
+        "`server_error`, `transport_error`), `otel_setup.genai.usage` (`reported`, `missing`; successful calls only)",
+        "AI calls by outcome: quota and rate-limit trouble, models missing from the price table, missing usage.",
+        "genai",
+    ),
+    MetricSpec(
+        "otel_setup.genai.ratelimit.limit",
+        "gauge",
+        "{1}",
+        "`gen_ai.provider.name`, `server.address`, `otel_setup.genai.ratelimit.kind` (`requests`, `tokens`)",
+        "`x-ratelimit-limit-*` of the last response.",
+        "genai",
+    ),
+    MetricSpec(
+        "otel_setup.genai.ratelimit.remaining",
+        "gauge",
+        "{1}",
+        "as above",
+        "`x-ratelimit-remaining-*` of the last response: budget left in the window.",
+        "genai",
+    ),
+    MetricSpec(
+        "otel_setup.genai.ratelimit.reset",
+        "gauge",
+        "s",
+        "as above",
+        "`x-ratelimit-reset-*` of the last response: seconds until the budget is full again.",
+        "genai",
+    ),
+    MetricSpec(
+        "otel_setup.cache.lookups",
+        "counter",
+        "{lookup}",
+        "`cache.name` (longest `OTEL_SETUP_CACHE_KEY_PREFIXES` match without the trailing `:`, else `_OTHER`; "
+        "unset: the key's first segment when it looks like a namespace), `cache.result` (`hit`, `miss`), "
+        "`db.system.name` (`redis`), `db.operation.name`",
+        "Redis reads as cache hits and misses; hit ratio = hit / all.",
+        "cache",
+    ),
+    MetricSpec(
+        "otel_setup.users.active",
+        "observable gauge",
+        "{user}",
+        "`otel_setup.users.window` (`1m`, `5m`, `15m`: the sliding window counted)",
+        "Distinct accounts seen in the window, from keyed digests held in process memory.",
+        "users",
+    ),
+    MetricSpec(
+        "otel.sdk.processor.span.processed",
+        "counter",
+        "{span}",
+        "`otel.component.type` (`batching_span_processor`), `otel.component.name`, `error.type` (`queue_full` "
+        "when the queue dropped a span, `already_shutdown`)",
+        "Spans through the batch processor; `queue_full` ones were lost.",
+        "pipeline",
+    ),
+    MetricSpec(
+        "otel.sdk.processor.span.queue.size",
+        "up-down counter",
+        "{span}",
+        "`otel.component.type`, `otel.component.name`",
+        "Spans waiting for export.",
+        "pipeline",
+    ),
+    MetricSpec(
+        "otel.sdk.processor.span.queue.capacity",
+        "up-down counter",
+        "{span}",
+        "as above",
+        "Size of the span queue; drops start when size reaches it.",
+        "pipeline",
+    ),
+    MetricSpec(
+        "otel.sdk.processor.log.processed",
+        "counter",
+        "{log_record}",
+        "as for spans (`batching_log_processor`)",
+        "Log records through the batch processor; `queue_full` ones were lost.",
+        "pipeline",
+    ),
+    MetricSpec(
+        "otel.sdk.processor.log.queue.size",
+        "up-down counter",
+        "{log_record}",
+        "`otel.component.type`, `otel.component.name`",
+        "Log records waiting for export.",
+        "pipeline",
+    ),
+    MetricSpec(
+        "otel.sdk.processor.log.queue.capacity",
+        "up-down counter",
+        "{log_record}",
+        "as above",
+        "Size of the log queue.",
+        "pipeline",
+    ),
+    MetricSpec(
+        "otel.sdk.exporter.span.exported",
+        "counter",
+        "{span}",
+        "`otel.component.type` (`otlp_http_span_exporter`, `otlp_grpc_span_exporter`), `error.type` "
+        "(`export_failed`, `exception`) on failure",
+        "Spans the exporter sent or failed to send.",
+        "pipeline",
+    ),
+    MetricSpec(
+        "otel.sdk.exporter.metric_data_point.exported",
+        "counter",
+        "{data_point}",
+        "as above (`otlp_http_metric_exporter`, …)",
+        "Metric data points pushed over OTLP, or failed.",
+        "pipeline",
+    ),
+    MetricSpec(
+        "otel.sdk.exporter.log.exported",
+        "counter",
+        "{log_record}",
+        "as above (`otlp_http_log_exporter`, …)",
+        "Log records the exporter sent or failed to send.",
+        "pipeline",
+    ),
+    MetricSpec(
+        "otel_setup.sentry.events.dropped",
+        "counter",
+        "{event}",
+        "`reason`: `rate_limited` or `queue_full` (skipped by the package while Sentry's transport was "
+        "unhealthy), or sentry-sdk's own reason for an error event it lost (`network_error`, `ratelimit_backoff`, "
+        "`queue_overflow`, …); deliberate drops (sampling, `before_send`) are not counted",
+        "Error events that never reached Sentry.",
+        "pipeline",
+    ),
+)
+
+
+def markdown_table(section: str) -> str:
+    """One section's table, as it appears in docs/metrics.md (names backticked, Prometheus last)."""
+    rows = ["| OTel name | kind, unit | attributes | meaning | Prometheus |", "|---|---|---|---|---|"]
+    for spec in CATALOG:
+        if spec.section == section:
+            rows.append(
+                f"| `{spec.name}` | {spec.kind}, {spec.unit} | {spec.attributes} | {spec.meaning} "
+                f"| `{spec.prometheus_series}` |"
+            )
+    return "\n".join(rows) + "\n"
+
+
+_BLOCK: Final = re.compile(r"(<!-- catalog:([a-z0-9-]+) -->\n)(.*?)(<!-- /catalog -->)", re.DOTALL)
+
+
+def render_document(text: str) -> str:
+    """``text`` with every ``<!-- catalog:<section> -->`` … ``<!-- /catalog -->`` block regenerated."""
+    return _BLOCK.sub(lambda m: m.group(1) + markdown_table(m.group(2)) + m.group(4), text)
+
+
+def document_sections(text: str) -> list[str]:
+    """The sections whose tables the document holds, in order."""
+    return [match.group(2) for match in _BLOCK.finditer(text)]
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1:
+        path = Path(sys.argv[1])
+        path.write_text(render_document(path.read_text(encoding="utf-8")), encoding="utf-8")
+    else:
+        for key in SECTIONS:
+            print(f"<!-- catalog:{key} -->\n{markdown_table(key)}<!-- /catalog -->\n")
