@@ -15,8 +15,9 @@ and the same cardinality cap with its ``otel.metric.overflow`` series.
 from __future__ import annotations
 
 import threading
+import weakref
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from time import time_ns
 from typing import Any, Final
 
@@ -34,7 +35,16 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-__all__ = ["FastHistogram", "FastUpDownCounter", "LocalMetrics", "merge_into"]
+__all__ = [
+    "FastCounter",
+    "FastHistogram",
+    "FastUpDownCounter",
+    "LocalMetrics",
+    "attach",
+    "counter",
+    "histogram",
+    "merge_into",
+]
 
 CARDINALITY_LIMIT: Final = 2000
 _OVERFLOW: Final = ("__overflow__",)
@@ -204,3 +214,93 @@ def merge_into(metrics_data: MetricsData | None, local: LocalMetrics, resource: 
         resource=first.resource, scope_metrics=[*first.scope_metrics, *extra], schema_url=first.schema_url
     )
     return MetricsData(resource_metrics=[merged, *rest])
+
+
+class FastCounter(FastUpDownCounter):
+    """A cumulative monotonic sum keyed by a tuple of attribute values."""
+
+    def collect(self, now: int) -> Metric | None:
+        metric = super().collect(now)
+        if metric is None:
+            return None
+        data = metric.data
+        assert isinstance(data, Sum)
+        return Metric(
+            name=metric.name,
+            description=metric.description,
+            unit=metric.unit,
+            data=Sum(
+                data_points=data.data_points, aggregation_temporality=data.aggregation_temporality, is_monotonic=True
+            ),
+        )
+
+
+class _DictHistogram:
+    """The SDK's ``Histogram.record(value, attributes)`` call shape over a :class:`FastHistogram`."""
+
+    __slots__ = ("_histogram", "_names")
+
+    def __init__(self, histogram: FastHistogram) -> None:
+        self._histogram = histogram
+        self._names = histogram.attribute_names
+
+    def record(self, amount: float, attributes: Mapping[str, Any] | None = None) -> None:
+        get = (attributes or {}).get
+        self._histogram.record(amount, tuple(get(name) for name in self._names))
+
+
+class _DictCounter:
+    """The SDK's ``Counter.add(amount, attributes)`` call shape over a :class:`FastCounter`."""
+
+    __slots__ = ("_counter", "_names")
+
+    def __init__(self, counter: FastUpDownCounter) -> None:
+        self._counter = counter
+        self._names = counter.attribute_names
+
+    def add(self, amount: int, attributes: Mapping[str, Any] | None = None) -> None:
+        get = (attributes or {}).get
+        self._counter.add(amount, tuple(get(name) for name in self._names))
+
+
+_LOCALS: weakref.WeakKeyDictionary[Any, LocalMetrics] = weakref.WeakKeyDictionary()
+
+
+def attach(meter_provider: Any, local: LocalMetrics) -> None:
+    """Let integrations that receive only the meter provider find its pre-aggregated side."""
+    _LOCALS[meter_provider] = local
+
+
+def histogram(
+    meter_provider: Any,
+    scope: tuple[str, str],
+    name: str,
+    unit: str,
+    description: str,
+    boundaries: Sequence[float],
+    attribute_names: Sequence[str],
+) -> Any:
+    """A histogram with the SDK's call shape: pre-aggregated when the provider is the package's.
+
+    ``attribute_names`` must list every key callers pass; other keys are not recorded.
+    """
+    local = _LOCALS.get(meter_provider)
+    if local is None:
+        return meter_provider.get_meter(*scope).create_histogram(
+            name, unit=unit, description=description, explicit_bucket_boundaries_advisory=list(boundaries)
+        )
+    fast = FastHistogram(name, unit, description, boundaries, attribute_names)
+    local.register(scope[0], scope[1], fast)
+    return _DictHistogram(fast)
+
+
+def counter(
+    meter_provider: Any, scope: tuple[str, str], name: str, unit: str, description: str, attribute_names: Sequence[str]
+) -> Any:
+    """A monotonic counter with the SDK's call shape: pre-aggregated when the provider is the package's."""
+    local = _LOCALS.get(meter_provider)
+    if local is None:
+        return meter_provider.get_meter(*scope).create_counter(name, unit=unit, description=description)
+    fast = FastCounter(name, unit, description, attribute_names)
+    local.register(scope[0], scope[1], fast)
+    return _DictCounter(fast)

@@ -35,7 +35,7 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.sdk.version import __version__ as sdk_version
 
-from otel_setup._fastmetrics import LocalMetrics, merge_into
+from otel_setup._fastmetrics import LocalMetrics, attach, merge_into
 from otel_setup._redaction import DEFAULT_REDACTOR, Redactor
 from otel_setup._sampling import PresetIdGenerator, RootSpans
 from otel_setup._scrubbing import ScrubbingLogExporter, ScrubbingSpanExporter
@@ -379,6 +379,7 @@ def build_providers(settings: Settings, resource: Resource, *, redactor: Redacto
     if "console" in metric_exporters:
         readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
     meter_provider = MeterProvider(metric_readers=readers, resource=resource, shutdown_on_exit=False)
+    attach(meter_provider, local)
     counters.bind(meter_provider)
 
     # shutdown_on_exit=False: the SDK's atexit hook has no deadline (30 s

@@ -28,6 +28,7 @@ from typing import Any, Final
 
 from opentelemetry.metrics import Counter, MeterProvider
 
+from otel_setup._fastmetrics import counter as fast_counter
 from otel_setup._integrations import calllog
 from otel_setup._options import CacheLookup, _call_listeners, emit_call
 from otel_setup.version import __version__
@@ -139,10 +140,13 @@ class CacheCounter:
 
     def __init__(self, meter_provider: MeterProvider, prefixes: Sequence[str]) -> None:
         self._prefixes = tuple(prefixes)
-        self._lookups: Counter = meter_provider.get_meter(_SCOPE_NAME, __version__).create_counter(
+        self._lookups: Counter = fast_counter(
+            meter_provider,
+            (_SCOPE_NAME, __version__),
             "otel_setup.cache.lookups",
-            unit="{lookup}",
-            description="Cache reads by logical cache and result (hit or miss); hit ratio = hit / all.",
+            "{lookup}",
+            "Cache reads by logical cache and result (hit or miss); hit ratio = hit / all.",
+            ("cache.name", "db.system.name", "db.operation.name", "cache.result"),
         )
 
     def observe(self, command: str, args: tuple[Any, ...], result: Any, elapsed: float = 0.0) -> None:

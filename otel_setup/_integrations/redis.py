@@ -18,6 +18,7 @@ from typing import Any, Final
 from opentelemetry.metrics import Histogram, MeterProvider
 from opentelemetry.trace import TracerProvider
 
+from otel_setup._fastmetrics import histogram as fast_histogram
 from otel_setup._integrations.cache import CacheCounter
 from otel_setup.version import __version__
 
@@ -113,11 +114,14 @@ def instrument_redis(
     instrumentor = RedisInstrumentor()
     if not instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.instrument(tracer_provider=tracer_provider, raise_exception_on_conflict=True)
-    duration = meter_provider.get_meter(_SCOPE_NAME, __version__).create_histogram(
+    duration = fast_histogram(
+        meter_provider,
+        (_SCOPE_NAME, __version__),
         "db.client.operation.duration",
-        unit="s",
-        description="Duration of database client operations.",
-        explicit_bucket_boundaries_advisory=list(_DB_BUCKETS),
+        "s",
+        "Duration of database client operations.",
+        _DB_BUCKETS,
+        ("db.system.name", "db.namespace", "server.address", "server.port", "db.operation.name", "error.type"),
     )
     targets = (
         (redis.client, "Redis.execute_command", False, False),

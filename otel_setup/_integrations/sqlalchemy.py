@@ -29,6 +29,7 @@ from typing import Any, Final, NamedTuple
 from opentelemetry.metrics import Histogram, MeterProvider
 from opentelemetry.trace import SpanKind, Tracer, TracerProvider
 
+from otel_setup._fastmetrics import histogram as fast_histogram
 from otel_setup._integrations import calllog
 from otel_setup._redaction import redact_text
 from otel_setup._spans import record_error
@@ -237,11 +238,22 @@ def instrument_sqlalchemy(
     except ImportError:
         return False
     tracer = tracer_provider.get_tracer(_SCOPE_NAME, __version__)
-    duration = meter_provider.get_meter(_SCOPE_NAME, __version__).create_histogram(
+    duration = fast_histogram(
+        meter_provider,
+        (_SCOPE_NAME, __version__),
         "db.client.operation.duration",
-        unit="s",
-        description="Duration of database client operations.",
-        explicit_bucket_boundaries_advisory=list(_DB_BUCKETS),
+        "s",
+        "Duration of database client operations.",
+        _DB_BUCKETS,
+        (
+            "db.system.name",
+            "db.namespace",
+            "server.address",
+            "server.port",
+            "db.operation.name",
+            "db.collection.name",
+            "error.type",
+        ),
     )
     listeners = _Listeners(tracer, duration, slow_query_ms)
     for name, fn in (
