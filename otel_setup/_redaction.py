@@ -102,6 +102,8 @@ _MAX_DEPTH: Final = 12
 _QUERY_PAIR_RE: Final = re.compile(r"([^&=;]+)=([^&;]*)")
 _USERINFO_RE: Final = re.compile(r"(?<=://)[^/@\s:]+(?::[^/@\s]*)?@")
 _KEY_CACHE_LIMIT: Final = 4096
+_VALUE_CACHE_LIMIT: Final = 8192
+_CACHED_VALUE_LENGTH: Final = 256
 
 
 class Redactor:
@@ -140,6 +142,9 @@ class Redactor:
         self._text_query_re = re.compile(r"(?i)\b(" + "|".join(names) + r")=([^&\s\"'<>]+)")
         self._value_re = re.compile("|".join(f"(?:{pattern})" for _, pattern in self.value_patterns))
         self._key_cache: dict[str, bool] = {}
+        # Export-side scrubbing sees the same short values on every span
+        # ("GET", "/items/{item_id}", "127.0.0.1"): remember their outcome.
+        self._value_cache: dict[tuple[str, str], Any] = {}
         self._callback_failed = False
 
     # --- strings -----------------------------------------------------------
@@ -207,7 +212,7 @@ class Redactor:
         for key, value in attributes.items():
             new: Any = value
             if isinstance(value, str):
-                new = self.value(key, value)
+                new = self.cached_value(key, value)
             elif isinstance(value, (tuple, list)):
                 if any(isinstance(item, (str, bytes, Mapping)) for item in value):
                     new = tuple(self.value(key, item, 1) for item in value)
@@ -218,6 +223,19 @@ class Redactor:
                     changed = dict(attributes)
                 changed[key] = new
         return changed
+
+    def cached_value(self, key: str, value: str) -> Any:
+        """``value(key, value)`` for a string, remembered for short strings when no callback is set."""
+        if self.callback is not None or len(value) > _CACHED_VALUE_LENGTH:
+            return self.value(key, value)
+        cache_key = (key, value)
+        cached = self._value_cache.get(cache_key)
+        if cached is None:
+            cached = self.value(key, value)
+            if len(self._value_cache) >= _VALUE_CACHE_LIMIT:
+                self._value_cache.clear()
+            self._value_cache[cache_key] = cached
+        return cached
 
     def _call(self, key: str, text: str) -> str:
         callback = self.callback

@@ -51,7 +51,9 @@ def _keep_dropped(original: Any, items: list[Any]) -> Sequence[Any]:
 def scrub_span(span: ReadableSpan, redactor: Redactor) -> ReadableSpan:
     """``span`` itself when clean, else a copy with name, attributes, events, links and status redacted."""
     changed = False
-    name = redactor.text(span.name, "span.name")
+    name = redactor.cached_value("span.name", span.name)
+    if not isinstance(name, str):
+        name = redactor.text(span.name, "span.name")
     changed |= name != span.name
     raw_attributes = span._attributes
     attributes: Attributes = raw_attributes
