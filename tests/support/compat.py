@@ -34,9 +34,11 @@ def site_with(requirements: Sequence[str]) -> Path:
     return target
 
 
-def run_with(site: Path, code: str, timeout: float = 120.0) -> dict[str, object]:
+def run_with(site: Path, code: str, timeout: float = 120.0, env: dict[str, str] | None = None) -> dict[str, object]:
     """Run ``code`` (which prints one JSON object last) with ``site`` shadowing the venv."""
+    extra = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(extra)
     env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT)])
     result = subprocess.run(
         [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
