@@ -19,13 +19,13 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -237,19 +237,35 @@ def _default_endpoint(settings: Settings, signal: str) -> str:
     return f"http://localhost:4318/v1/{signal}"
 
 
-def _span_exporter(settings: Settings) -> SpanExporter:
-    endpoint = settings.signal_endpoint("traces") or _default_endpoint(settings, "traces")
-    headers = dict(settings.otlp_headers)
-    timeout: float = settings.otlp_timeout
-    if settings.signal_protocol("traces") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
+# (module, class, semconv component name) of each signal's exporter, per protocol.
+_OTLP_EXPORTERS: Final = {
+    ("traces", "grpc"): ("opentelemetry.exporter.otlp.proto.grpc.trace_exporter", "OTLPSpanExporter", "span"),
+    ("traces", "http/protobuf"): ("opentelemetry.exporter.otlp.proto.http.trace_exporter", "OTLPSpanExporter", "span"),
+    ("metrics", "grpc"): ("opentelemetry.exporter.otlp.proto.grpc.metric_exporter", "OTLPMetricExporter", "metric"),
+    ("metrics", "http/protobuf"): (
+        "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+        "OTLPMetricExporter",
+        "metric",
+    ),
+    ("logs", "grpc"): ("opentelemetry.exporter.otlp.proto.grpc._log_exporter", "OTLPLogExporter", "log"),
+    ("logs", "http/protobuf"): ("opentelemetry.exporter.otlp.proto.http._log_exporter", "OTLPLogExporter", "log"),
+}
 
-        return GrpcSpanExporter(
-            endpoint=endpoint, insecure=endpoint.startswith("http://"), headers=headers, timeout=timeout
-        )
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 
-    return HttpSpanExporter(endpoint=endpoint, headers=headers, timeout=timeout)
+def _otlp_exporter(settings: Settings, signal: str) -> tuple[Any, str]:
+    """One signal's OTLP exporter, configured explicitly, and its ``otel.component.type``."""
+    import importlib
+
+    protocol = settings.signal_protocol(signal)
+    module, name, kind = _OTLP_EXPORTERS[(signal, protocol)]
+    exporter_class = getattr(importlib.import_module(module), name)
+    endpoint = settings.signal_endpoint(signal) or _default_endpoint(settings, signal)
+    options: dict[str, Any] = {"endpoint": endpoint, "headers": dict(settings.otlp_headers)}
+    options["timeout"] = settings.otlp_timeout
+    if protocol == "grpc":
+        options["insecure"] = endpoint.startswith("http://")
+    wire = "grpc" if protocol == "grpc" else "http"
+    return exporter_class(**options), f"otlp_{wire}_{kind}_exporter"
 
 
 def _otlp_metric_reader(
@@ -259,47 +275,16 @@ def _otlp_metric_reader(
     resource: Resource,
     reset_after_fork: list[Any] | None = None,
 ) -> MetricReader:
-    endpoint = settings.signal_endpoint("metrics") or _default_endpoint(settings, "metrics")
-    headers = dict(settings.otlp_headers)
-    timeout: float = settings.otlp_timeout
-    exporter: Any
-    if settings.signal_protocol("metrics") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetricExporter
-
-        exporter = GrpcMetricExporter(
-            endpoint=endpoint, insecure=endpoint.startswith("http://"), headers=headers, timeout=timeout
-        )
-    else:
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
-
-        exporter = HttpMetricExporter(endpoint=endpoint, headers=headers, timeout=timeout)
+    exporter, component = _otlp_exporter(settings, "metrics")
     if reset_after_fork is not None:
         reset_after_fork.append(exporter)
-    component = (
-        "otlp_grpc_metric_exporter" if settings.signal_protocol("metrics") == "grpc" else "otlp_http_metric_exporter"
-    )
     return _PeriodicReader(
         local,
         resource,
         CountingMetricExporter(exporter, counters, component),
         export_interval_millis=settings.metric_export_interval,
-        export_timeout_millis=timeout * 1000,
+        export_timeout_millis=settings.otlp_timeout * 1000,
     )
-
-
-def _log_exporter(settings: Settings) -> Any:
-    endpoint = settings.signal_endpoint("logs") or _default_endpoint(settings, "logs")
-    headers = dict(settings.otlp_headers)
-    timeout: float = settings.otlp_timeout
-    if settings.signal_protocol("logs") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
-
-        return GrpcLogExporter(
-            endpoint=endpoint, insecure=endpoint.startswith("http://"), headers=headers, timeout=timeout
-        )
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogExporter
-
-    return HttpLogExporter(endpoint=endpoint, headers=headers, timeout=timeout)
 
 
 @dataclass
@@ -391,10 +376,7 @@ def build_providers(settings: Settings, resource: Resource, *, redactor: Redacto
     )
     traces = _traces_exporter_name(settings)
     if traces == "otlp":
-        component = (
-            "otlp_grpc_span_exporter" if settings.signal_protocol("traces") == "grpc" else "otlp_http_span_exporter"
-        )
-        span_exporter = _span_exporter(settings)
+        span_exporter, component = _otlp_exporter(settings, "traces")
         exporters_to_reset.append(span_exporter)
         span_processor = BatchSpanProcessor(
             # redaction: every span, from any instrumentation, scrubbed on the export thread
@@ -419,10 +401,7 @@ def build_providers(settings: Settings, resource: Resource, *, redactor: Redacto
         log_limits = LogRecordLimits(max_attributes=128, max_attribute_length=limit)
         logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False, log_record_limits=log_limits)
         if logs == "otlp":
-            component = (
-                "otlp_grpc_log_exporter" if settings.signal_protocol("logs") == "grpc" else "otlp_http_log_exporter"
-            )
-            otlp_log_exporter = _log_exporter(settings)
+            otlp_log_exporter, component = _otlp_exporter(settings, "logs")
             exporters_to_reset.append(otlp_log_exporter)
             # redaction: log records (FastAPI's own included) scrubbed on the export thread
             log_exporter: Any = CountingLogExporter(

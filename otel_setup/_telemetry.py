@@ -173,38 +173,32 @@ class Telemetry:
 
         return capture
 
+    def _probe_endpoints(self) -> dict[str, Any]:
+        """The probe and metrics request handlers, keyed by the path each is served on."""
+        endpoints: dict[str, Any] = {}
+        if self.settings.health_path:
+            endpoints[self.settings.health_path] = health_endpoint()
+        if self.settings.ready_path:
+            endpoints[self.settings.ready_path] = ready_endpoint(self.readiness)
+        registry = self.prometheus_registry
+        if registry is not None and self.settings.metrics_path and self.settings.metrics_port is None:
+            endpoints[self.settings.metrics_path] = metrics_endpoint(registry, self.settings.metrics_token)
+        return endpoints
+
     def _probes(self) -> dict[str, Any]:
-        """The probe and metrics endpoints as ASGI apps, keyed by path."""
+        """The probe endpoints as ASGI apps, for the middleware to answer before routing."""
         from starlette.routing import request_response
 
-        probes: dict[str, Any] = {}
-        if self.settings.health_path:
-            probes[self.settings.health_path] = request_response(health_endpoint())
-        if self.settings.ready_path:
-            probes[self.settings.ready_path] = request_response(ready_endpoint(self.readiness))
-        registry = self.prometheus_registry
-        if registry is not None and self.settings.metrics_path and self.settings.metrics_port is None:
-            probes[self.settings.metrics_path] = request_response(
-                metrics_endpoint(registry, self.settings.metrics_token)
-            )
-        return probes
+        return {path: request_response(endpoint) for path, endpoint in self._probe_endpoints().items()}
 
     def _add_routes(self, app: Any) -> None:
+        """The probe endpoints as routes, for apps the middleware does not wrap."""
         from starlette.routing import Route
 
-        routes: list[Any] = []
-        if self.settings.health_path:
-            routes.append(Route(self.settings.health_path, health_endpoint(), methods=["GET"], include_in_schema=False))
-        if self.settings.ready_path:
-            routes.append(
-                Route(
-                    self.settings.ready_path, ready_endpoint(self.readiness), methods=["GET"], include_in_schema=False
-                )
-            )
-        registry = self.prometheus_registry
-        if registry is not None and self.settings.metrics_path and self.settings.metrics_port is None:
-            endpoint = metrics_endpoint(registry, self.settings.metrics_token)
-            routes.append(Route(self.settings.metrics_path, endpoint, methods=["GET"], include_in_schema=False))
+        routes = [
+            Route(path, endpoint, methods=["GET"], include_in_schema=False)
+            for path, endpoint in self._probe_endpoints().items()
+        ]
         # First in the table, so a catch-all route of the app cannot shadow them.
         app.router.routes[0:0] = routes
 

@@ -197,9 +197,7 @@ class ServerTelemetryMiddleware:
             if on
         )
 
-    def _excluded(self, path: str) -> bool:
-        if path in self._excluded_paths:
-            return True
+    def _matches_excluded_pattern(self, path: str) -> bool:
         return any(pattern.fullmatch(path) for pattern in self._excluded_patterns)
 
     async def __call__(  # noqa: PLR0912, PLR0915 - the per-request path is one function on purpose: each call costs
@@ -220,7 +218,7 @@ class ServerTelemetryMiddleware:
             # requests do not pay for matching three more routes.
             await probe(scope, receive, send)
             return
-        if path in self._excluded_paths or (self._excluded_patterns and self._excluded(path)):
+        if path in self._excluded_paths or (self._excluded_patterns and self._matches_excluded_pattern(path)):
             await self.app(scope, receive, send)
             return
 
