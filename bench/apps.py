@@ -21,6 +21,7 @@ POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+asyncpg://postgr
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 STANDIN_URL = os.environ.get("BENCH_STANDIN_URL", "http://127.0.0.1:18081/v2/items/19721")
 REDIS_KEY = "bench:item:19721"
+REALISTIC_PATH = "/items/19721"  # the row prepare_services() writes
 SAMPLING = 0.1  # opentelemetry-instrument users typically set 10%; otel_setup's default
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +64,11 @@ class Driver:
         self._app = app
         self._scope = dict(scope or BASE_SCOPE)
         self._loop = asyncio.new_event_loop()
+        self._resources = AsyncExitStack()
+
+    def enter(self, resource: AbstractAsyncContextManager[Any]) -> None:
+        """Hold ``resource`` (an app's lifespan: its pools and clients) open until :meth:`close`."""
+        self._loop.run_until_complete(self._resources.enter_async_context(resource))
 
     async def _many(self, count: int) -> None:
         app, scope, receive, send = self._app, self._scope, _receive, _send
@@ -91,4 +97,5 @@ class Driver:
         return Batch(thread_ns / count, process_ns / count)
 
     def close(self) -> None:
+        self._loop.run_until_complete(self._resources.aclose())
         self._loop.close()

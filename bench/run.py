@@ -81,10 +81,10 @@ def child_env(mode: Mode | None = None, **extra: str) -> dict[str, str]:
 class Worker:
     """A :mod:`bench.worker` process for one mode, spoken to in JSON lines."""
 
-    def __init__(self, mode: Mode, *, warmup: int = 3000, **env: str) -> None:
+    def __init__(self, mode: Mode, *, warmup: int = 3000, route: str = "trivial", **env: str) -> None:
         self.mode = mode
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.worker", "--mode", mode.name, "--warmup", str(warmup)],
+            [sys.executable, "-m", "bench.worker", "--mode", mode.name, "--warmup", str(warmup), "--route", route],
             cwd=ROOT,
             env=child_env(mode, **env),
             stdin=subprocess.PIPE,
@@ -173,7 +173,9 @@ def summarise(per_round: dict[str, list[float]], baseline: str = "bare") -> dict
 # --- in-process ------------------------------------------------------------------
 
 
-def run_inproc(modes: Sequence[str], rounds: int, requests: int, batches: int) -> dict[str, Any]:
+def run_inproc(
+    modes: Sequence[str], rounds: int, requests: int, batches: int, route: str = "trivial"
+) -> dict[str, Any]:
     needs_sink = any(MODES[m].needs_sink for m in modes)
     per_round: dict[str, list[float]] = {m: [] for m in modes}
     background: dict[str, list[float]] = {m: [] for m in modes}
@@ -183,7 +185,8 @@ def run_inproc(modes: Sequence[str], rounds: int, requests: int, batches: int) -
         workers: dict[str, Worker] = {}
         for name in modes:
             extra = {"BENCH_OTLP_ENDPOINT": f"http://127.0.0.1:{SINK_PORT}"} if MODES[name].needs_sink else {}
-            workers[name] = Worker(MODES[name], **extra)
+            warmup = 3000 if route == "trivial" else 300
+            workers[name] = Worker(MODES[name], warmup=warmup, route=route, **extra)
             stack.callback(workers[name].close)
         for worker in workers.values():
             worker.ready()
@@ -204,6 +207,7 @@ def run_inproc(modes: Sequence[str], rounds: int, requests: int, batches: int) -
         "rounds": rounds,
         "requests_per_batch": requests,
         "batches": batches,
+        "route": route,
         "unit": "CPU microseconds per request (serving thread)",
         "per_round": per_round,
         "background_per_round": background,
@@ -430,6 +434,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--inproc", action="store_true", help="in-process ASGI driver")
     parser.add_argument("--wrk", action="store_true", help="uvicorn + wrk on the realistic route")
+    parser.add_argument(
+        "--inproc-realistic", action="store_true", help="in-process driver on the realistic route (real I/O)"
+    )
     parser.add_argument("--memory", action="store_true", help="RSS growth with the collector down")
     parser.add_argument("--modes", default=",".join(MODES), help="comma list; bare is always included")
     parser.add_argument("--rounds", type=int, default=7)
@@ -442,8 +449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--memory-modes", default="otel_setup,otel_setup_100")
     parser.add_argument("--memory-requests", type=int, default=200_000)
     args = parser.parse_args(argv)
-    if not (args.inproc or args.wrk or args.memory):
-        args.inproc = args.wrk = args.memory = True
+    if not (args.inproc or args.wrk or args.memory or args.inproc_realistic):
+        args.inproc = args.inproc_realistic = args.wrk = args.memory = True
     modes = [m for m in args.modes.split(",") if m]
     unknown = [m for m in modes if m not in MODES]
     if unknown:
@@ -457,6 +464,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nin-process: {len(modes)} modes x {args.rounds} rounds x {args.batches} x {args.requests} requests")
         report["inproc"] = run_inproc(modes, args.rounds, args.requests, args.batches)
         print_inproc(report["inproc"])
+    if args.inproc_realistic:
+        rounds, batches, requests = args.rounds, args.batches, max(args.requests // 10, 50)
+        print(f"\nin-process, realistic route: {len(modes)} modes x {rounds} rounds x {batches} x {requests} requests")
+        with standin(STANDIN_PORT):
+            prepare_services()
+            report["inproc_realistic"] = run_inproc(modes, rounds, requests, batches, route="realistic")
+        print_inproc(report["inproc_realistic"])
     if args.wrk:
         print(f"\nuvicorn + wrk: {len(modes)} modes x {args.wrk_rounds} rounds x {args.wrk_seconds:g} s")
         report["wrk"] = run_wrk(modes, args.wrk_rounds, args.wrk_seconds, args.wrk_warmup, args.connections)

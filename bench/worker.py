@@ -18,8 +18,8 @@ import os
 import sys
 from typing import Any, TextIO
 
-from bench.apps import MODES, build_trivial
-from bench.driver import Driver
+from bench.apps import MODES, REALISTIC_PATH, build_realistic, build_trivial
+from bench.driver import BASE_SCOPE, Driver
 
 
 def rss_kib() -> int:
@@ -39,6 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mode", required=True, choices=sorted(MODES))
     parser.add_argument("--warmup", type=int, default=3000)
+    parser.add_argument("--route", choices=("trivial", "realistic"), default="trivial")
     args = parser.parse_args()
     # The protocol owns the real stdout. The app's own stdout (where otel_setup
     # writes its JSON request log, as a container would collect it) goes to
@@ -49,7 +50,12 @@ def main() -> None:
     sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - lives as long as the process
 
     mode = MODES[args.mode]
-    driver = Driver(build_trivial(mode))
+    if args.route == "realistic":
+        app = build_realistic(mode)
+        driver = Driver(app, dict(BASE_SCOPE, path=REALISTIC_PATH, raw_path=REALISTIC_PATH.encode()))
+        driver.enter(app.router.lifespan_context(app))
+    else:
+        driver = Driver(build_trivial(mode))
     status = driver.status()
     driver.warm_up(args.warmup)
     gc.collect()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 from random import getrandbits
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from opentelemetry.sdk.trace.sampling import Decision, Sampler, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags, Tracer
 
-__all__ = ["PresetIdGenerator", "RootSpans"]
+__all__ = ["PresetIdGenerator", "RootSpans", "in_unsampled_span", "unsampled_children_dropped"]
 
 _LOW_64_BITS = (1 << 64) - 1
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
@@ -68,3 +69,31 @@ class RootSpans:
             return NonRecordingSpan(context)
         self._ids.preset(trace_id)
         return tracer.start_span(name, kind=SpanKind.SERVER, links=links)
+
+
+def unsampled_children_dropped(tracer_provider: Any) -> bool:
+    """Whether every span started under an unsampled local parent is dropped by this provider.
+
+    True for the parent-based samplers (the default and every ``parentbased_*``
+    setting). Client instrumentations then skip the SDK inside the nine
+    requests in ten that are not sampled: what it would return is a
+    non-recording span whatever they pass it. The sampler is asked, not
+    inspected, so a custom parent-based sampler that keeps such children is
+    honoured.
+    """
+    sampler = getattr(tracer_provider, "sampler", None)
+    if not isinstance(sampler, ParentBased):
+        return False
+    for _ in range(4):
+        trace_id = getrandbits(128) or 1
+        parent = NonRecordingSpan(SpanContext(trace_id, getrandbits(64) or 1, False, _NOT_SAMPLED))
+        decision = sampler.should_sample(trace.set_span_in_context(parent), trace_id, "probe", SpanKind.CLIENT)
+        if decision.decision is not Decision.DROP:
+            return False
+    return True
+
+
+def in_unsampled_span() -> bool:
+    """The current span is a local, valid, unsampled one (a request that was not sampled)."""
+    current = trace.get_current_span().get_span_context()
+    return current.is_valid and not current.trace_flags.sampled and not current.is_remote

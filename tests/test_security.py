@@ -224,7 +224,7 @@ def test_canary_no_secret_leaves_the_process(
     monkeypatch.setenv("OTEL_SETUP_REDACT_KEYS", "email")
     monkeypatch.setenv("OTEL_SETUP_METRICS_TOKEN", c.metrics_token)
     monkeypatch.setenv("OTEL_SETUP_CAPTURE_HEADERS", "authorization,cookie,x-api-key,api-key,user-agent,content-type")
-    # Contrib's own capture variables, wide open: its values must be sanitised all the same.
+    # Contrib's own capture variables, wide open: they must open nothing up.
     monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST", ".*")
     monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE", ".*")
 

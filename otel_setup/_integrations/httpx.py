@@ -1,19 +1,33 @@
-"""httpx: contrib's client spans, ``http.client.request.duration`` and W3C propagation.
+"""httpx: client spans, ``http.client.request.duration`` and W3C propagation.
 
-Contrib patches the transports, so sync and async clients are covered whether
-they were created before or after ``configure()``.
+The transports' request methods are wrapped at class level, so sync and async
+clients are covered whether they were created before or after ``configure()``.
+The output is contrib's stable-semconv output (``tests/test_differential_httpx.py``
+compares the two), produced without contrib's per-call costs: the URL is not
+parsed again, headers are not normalised unless some are captured, the duration
+goes into a pre-aggregated histogram, and inside an unsampled request no span
+is built at all (the SDK would build a non-recording one; its context is made
+directly and propagated the same way).
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, Protocol
+from random import getrandbits
+from time import perf_counter
+from typing import Any, Final, Protocol
 
-from opentelemetry.metrics import Histogram, MeterProvider
-from opentelemetry.trace import TracerProvider
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode, TracerProvider
 
+from otel_setup._fastmetrics import histogram as fast_histogram
 from otel_setup._redaction import DEFAULT_REDACTOR, Redactor
+from otel_setup._sampling import unsampled_children_dropped
+from otel_setup.version import __version__
 
 __all__ = [
     "ApiCall",
@@ -31,6 +45,21 @@ __all__ = [
 ]
 
 _log = logging.getLogger("otel_setup")
+_SCOPE: Final = ("otel_setup.httpx", __version__)
+# Stable semconv's http.client.request.duration buckets, as contrib and the SDK advise them.
+_DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+_DURATION_ATTRIBUTES: Final = (
+    "http.request.method",
+    "server.address",
+    "server.port",
+    "network.protocol.version",
+    "http.response.status_code",
+    "error.type",
+    "url.template",
+)
+_KNOWN_METHODS: Final = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY")
+)
 
 
 def instrument_httpx(
@@ -40,21 +69,38 @@ def instrument_httpx(
     capture_headers: frozenset[str] = frozenset(),
     redactor: Redactor | None = None,
 ) -> bool:
+    """Returns False when httpx is missing or this ran already."""
+    global _client
+    if _client is not None:
+        return False
+    try:
+        import httpx  # noqa: F401
+    except ImportError:
+        _log.info("otel_setup: httpx instrumentation skipped (httpx missing)")
+        return False
+    if _instrumented_by_contrib():
+        _log.info("otel_setup: httpx already instrumented by opentelemetry-instrumentation-httpx; left to it")
+        return False
+    _client = _ClientCalls(
+        tracer_provider, client_duration_histogram(meter_provider), capture_headers, redactor or DEFAULT_REDACTOR
+    )
+    _wrap_transports()
+    return True
+
+
+def _instrumented_by_contrib() -> bool:
+    """Contrib's httpx instrumentor, when something else ran it: two client spans per call otherwise."""
     try:
         from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
     except ImportError:
-        _log.info("otel_setup: httpx instrumentation skipped (opentelemetry-instrumentation-httpx missing)")
         return False
-    instrumentor = HTTPXClientInstrumentor()
-    if instrumentor.is_instrumented_by_opentelemetry:
-        return False
-    hooks: dict[str, Any] = {}
-    if capture_headers:
-        hooks = _header_hooks(capture_headers, redactor or DEFAULT_REDACTOR)
-    instrumentor.instrument(
-        tracer_provider=tracer_provider, meter_provider=meter_provider, raise_exception_on_conflict=True, **hooks
-    )
-    return True
+    return bool(HTTPXClientInstrumentor().is_instrumented_by_opentelemetry)
+
+
+def uninstrument_httpx() -> None:
+    global _client
+    _client = None
+    _unwrap_if_unused()
 
 
 def _pairs(headers: Any) -> list[tuple[str, str]]:
@@ -74,53 +120,161 @@ def _pairs(headers: Any) -> list[tuple[str, str]]:
     return pairs
 
 
-def _header_hooks(allowed: frozenset[str], redactor: Redactor) -> dict[str, Any]:
-    """Contrib's request/response hooks recording allow-listed headers, sanitised.
+class _ClientCalls:
+    """Every request no known-API handler claimed: a CLIENT span named after the method."""
 
-    Contrib's own capture reads its variables from the environment and
-    sanitises nothing unless told; these hooks take the package's setting and
-    its redaction table instead.
-    """
-    from otel_setup._scrubbing import captured_headers
+    def __init__(
+        self, tracer_provider: TracerProvider, duration: Any, capture_headers: frozenset[str], redactor: Redactor
+    ) -> None:
+        self.tracer = tracer_provider.get_tracer(*_SCOPE)
+        self.duration = duration
+        self.capture_headers = capture_headers
+        self.redactor = redactor
+        self.skip_unsampled = unsampled_children_dropped(tracer_provider)
 
-    def on_request(span: Any, request: Any) -> None:
+    def start(self, request: Any, propagate_context: bool) -> _ClientCall:
+        parent = trace.get_current_span().get_span_context()
+        method = request.method
+        if method not in _KNOWN_METHODS:
+            upper = method.strip().upper()
+            method = upper if upper in _KNOWN_METHODS else "_OTHER"
+        if self.skip_unsampled and parent.is_valid and not parent.trace_flags.sampled and not parent.is_remote:
+            if propagate_context:
+                child = SpanContext(
+                    parent.trace_id, getrandbits(64) or 1, False, parent.trace_flags, parent.trace_state
+                )
+                propagate.inject(request.headers, context=trace.set_span_in_context(NonRecordingSpan(child)))
+            return _ClientCall(self, method, request.url, None, None)
+        span = self.tracer.start_span("HTTP" if method == "_OTHER" else method, kind=SpanKind.CLIENT)
         if span.is_recording():
-            span.set_attributes(captured_headers(_pairs(request.headers), allowed, "http.request.header", redactor))
+            span.set_attributes(self._request_attributes(request, method))
+        token = otel_context.attach(trace.set_span_in_context(span))
+        if propagate_context:
+            propagate.inject(request.headers)
+        return _ClientCall(self, method, request.url, span, token)
 
-    def on_response(span: Any, request: Any, response: Any) -> None:
-        if span.is_recording():
-            span.set_attributes(captured_headers(_pairs(response.headers), allowed, "http.response.header", redactor))
+    def _request_attributes(self, request: Any, method: str) -> dict[str, Any]:
+        from opentelemetry.util.http import redact_url
 
-    async def on_async_request(span: Any, request: Any) -> None:
-        on_request(span, request)
+        url = request.url
+        attributes: dict[str, Any] = {"http.request.method": method}
+        original = request.method.strip()
+        if original != method:
+            attributes["http.request.method_original"] = original
+        attributes["url.full"] = redact_url(str(url))
+        if url.host:
+            attributes["server.address"] = url.host
+            attributes["network.peer.address"] = url.host
+        if url.port:
+            attributes["server.port"] = url.port
+            attributes["network.peer.port"] = url.port
+        if self.capture_headers:
+            attributes.update(self._headers(request.headers, "http.request.header"))
+        return attributes
 
-    async def on_async_response(span: Any, request: Any, response: Any) -> None:
-        on_response(span, request, response)
+    def _headers(self, headers: Any, prefix: str) -> dict[str, Any]:
+        from otel_setup._scrubbing import captured_headers
 
-    return {
-        "request_hook": on_request,  # see _pairs for the shapes contrib hands over
-        "response_hook": on_response,
-        "async_request_hook": on_async_request,
-        "async_response_hook": on_async_response,
-    }
+        return captured_headers(_pairs(headers), self.capture_headers, prefix, self.redactor)
 
 
-def uninstrument_httpx() -> None:
-    try:
-        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-    except ImportError:
-        return
-    HTTPXClientInstrumentor().uninstrument()
+class _ClientCall:
+    __slots__ = ("_calls", "_method", "_span", "_start", "_token", "_url")
+
+    def __init__(self, calls: _ClientCalls, method: str, url: Any, span: Span | None, token: Any) -> None:
+        self._calls = calls
+        self._method = method
+        self._url = url
+        self._span = span
+        self._token = token
+        self._start = perf_counter()
+
+    def finish(self, response: Any) -> None:
+        """Never raises: a response was received, whatever its status."""
+        elapsed = perf_counter() - self._start
+        try:
+            status = int(response.status_code)
+            version = protocol_version(response)
+            error_type = str(status) if status >= 400 or status < 100 else None
+            url = self._url
+            self._calls.duration.record(
+                elapsed,
+                {
+                    "http.request.method": self._method,
+                    "server.address": url.host or None,
+                    "server.port": url.port,
+                    "network.protocol.version": version,
+                    "http.response.status_code": status,
+                    "error.type": error_type,
+                },
+            )
+            span = self._span
+            if span is not None:
+                if span.is_recording():
+                    attributes: dict[str, Any] = {"http.response.status_code": status}
+                    if error_type is not None:
+                        attributes["error.type"] = error_type
+                    if version:
+                        attributes["network.protocol.version"] = version
+                    if self._calls.capture_headers:
+                        attributes.update(self._calls._headers(response.headers, "http.response.header"))
+                    span.set_attributes(attributes)
+                    span.set_status(Status(StatusCode.ERROR if error_type is not None else StatusCode.UNSET))
+                span.end()
+        except Exception:  # noqa: BLE001 - never break a request for telemetry
+            _log.debug("otel_setup: httpx telemetry failed", exc_info=True)
+        finally:
+            self._detach()
+
+    def fail(self, error: BaseException) -> None:
+        """The transport raised (connect error, timeout, cancellation): no response at all."""
+        elapsed = perf_counter() - self._start
+        try:
+            is_error = isinstance(error, Exception)
+            error_type = type(error).__qualname__
+            if is_error:
+                url = self._url
+                self._calls.duration.record(
+                    elapsed,
+                    {
+                        "http.request.method": self._method,
+                        "server.address": url.host or None,
+                        "server.port": url.port,
+                        "error.type": error_type,
+                    },
+                )
+            span = self._span
+            if span is not None:
+                if is_error and span.is_recording():
+                    span.set_attribute("error.type", error_type)
+                    span.record_exception(error)  # httpx messages carry the URL: redacted by the scrubbing exporter
+                    span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+                span.end()
+        except Exception:  # noqa: BLE001 - never break a request for telemetry
+            _log.debug("otel_setup: httpx telemetry failed", exc_info=True)
+        finally:
+            self._detach()
+
+    def _detach(self) -> None:
+        if self._token is not None:
+            try:
+                otel_context.detach(self._token)
+            except Exception:  # noqa: BLE001 - a context switched under us must not break the call
+                _log.debug("otel_setup: httpx context detach failed", exc_info=True)
+            self._token = None
 
 
-# --- Known APIs (GW2, OpenAI-compatible): otel_setup's own client spans --------------------
+_client: _ClientCalls | None = None
+
+
+# --- Known APIs (GW2, OpenAI-compatible): their own client spans -------------------------
 #
-# Contrib names client spans after the method only and has no hook into its metric
-# attributes, so calls to APIs whose paths carry user identifiers (GW2) or whose bodies carry
-# usage (GenAI) are handled here instead: a handler claims the request, contrib is suppressed
-# for it (one span, not two; and no ``traceparent`` sent to a third party), and the handler
-# records into the very instrument contrib uses for ``http.client.request.duration`` so that
-# there stays one metric stream (two streams of one name break the Prometheus exposition).
+# A generic client span is named after the method only, and its metric attributes cannot
+# carry an endpoint template, so calls to APIs whose paths carry user identifiers (GW2) or
+# whose bodies carry usage (GenAI) are handled by a handler that claims the request instead:
+# one span, not two, no ``traceparent`` sent to a third party, and the duration recorded into
+# the same ``http.client.request.duration`` instrument so that there stays one metric stream
+# (two streams of one name break the Prometheus exposition).
 
 
 class ApiCall(Protocol):
@@ -135,7 +289,7 @@ class ApiCall(Protocol):
 
 class ApiHandler(Protocol):
     def begin(self, request: Any) -> ApiCall | None:
-        """Claim ``request`` (return its call) or let contrib have it (return None). Must be cheap."""
+        """Claim ``request`` (return its call) or leave it to the generic client span (None). Must be cheap."""
 
 
 class BodySink(Protocol):
@@ -160,17 +314,9 @@ def add_api_handler(handler: ApiHandler) -> None:
 
 
 def set_propagation_policy(allows: Callable[[str], bool] | None) -> None:
-    """Send trace context only to hosts ``allows`` accepts (see ``otel_setup._propagation``).
-
-    Our wrapper must sit outside contrib's (it marks the context before
-    contrib injects), so this runs after ``instrument_httpx``.
-    """
+    """Send trace context only to hosts ``allows`` accepts (see ``otel_setup._propagation``)."""
     global _propagation_allows
     _propagation_allows = allows
-    if allows is not None:
-        _wrap_transports()
-    else:
-        _unwrap_if_unused()
 
 
 def _wrap_transports() -> None:
@@ -179,20 +325,20 @@ def _wrap_transports() -> None:
     import httpx
     from wrapt import wrap_function_wrapper
 
-    wrap_function_wrapper(httpx, "HTTPTransport.handle_request", _sync_api_wrapper)
-    wrap_function_wrapper(httpx, "AsyncHTTPTransport.handle_async_request", _async_api_wrapper)
+    wrap_function_wrapper(httpx, "HTTPTransport.handle_request", _sync_wrapper)
+    wrap_function_wrapper(httpx, "AsyncHTTPTransport.handle_async_request", _async_wrapper)
     _api_wrapped.extend(("HTTPTransport.handle_request", "AsyncHTTPTransport.handle_async_request"))
 
 
 def remove_api_handler(handler: ApiHandler) -> None:
-    """Stop routing to ``handler``; the transports are unwrapped with the last one."""
+    """Stop routing to ``handler``; the transports are unwrapped with the last user."""
     if handler in _api_handlers:
         _api_handlers.remove(handler)
     _unwrap_if_unused()
 
 
 def _unwrap_if_unused() -> None:
-    if _api_handlers or _propagation_allows is not None or not _api_wrapped:
+    if _api_handlers or _client is not None or not _api_wrapped:
         return
     import httpx
     from opentelemetry.instrumentation.utils import unwrap
@@ -203,8 +349,13 @@ def _unwrap_if_unused() -> None:
     _api_wrapped.clear()
 
 
-def _claim(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ApiCall | None:
-    request = args[0] if args else kwargs.get("request")
+def _start(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ApiCall | None:
+    """The call that observes this request: a known API's, the generic one, or none."""
+    from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
+
+    if not is_http_instrumentation_enabled():
+        return None
+    request: Any = args[0] if args else kwargs.get("request")
     for handler in _api_handlers:
         try:
             call = handler.begin(request)
@@ -213,44 +364,24 @@ def _claim(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ApiCall | None:
             continue
         if call is not None:
             return call
-    return None
-
-
-def _refused(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """A context token when the request's host may not receive trace context, else None."""
-    allows = _propagation_allows
-    if allows is None:
+    client = _client
+    if client is None:
         return None
-    request: Any = args[0] if args else kwargs.get("request")
-    host = getattr(getattr(request, "url", None), "host", None)
-    if not isinstance(host, str):
-        return None
-    if allows(host):
-        return None
-    from opentelemetry import context
-
-    from otel_setup._propagation import NO_PROPAGATION
-
-    return context.attach(context.set_value(NO_PROPAGATION, True))
-
-
-def _sync_api_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    call = _claim(args, kwargs) if _api_handlers else None
-    if call is None:
-        token = _refused(args, kwargs)
-        if token is None:
-            return wrapped(*args, **kwargs)
-        from opentelemetry import context
-
-        try:
-            return wrapped(*args, **kwargs)
-        finally:
-            context.detach(token)
-    from opentelemetry.instrumentation.utils import suppress_http_instrumentation
-
     try:
-        with suppress_http_instrumentation():
-            response = wrapped(*args, **kwargs)
+        allows = _propagation_allows
+        host = request.url.host
+        return client.start(request, allows is None or (isinstance(host, str) and allows(host)))
+    except Exception:  # noqa: BLE001
+        _log.debug("otel_setup: httpx telemetry failed to start", exc_info=True)
+        return None
+
+
+def _sync_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    call = _start(args, kwargs)
+    if call is None:
+        return wrapped(*args, **kwargs)
+    try:
+        response = wrapped(*args, **kwargs)
     except BaseException as error:
         call.fail(error)
         raise
@@ -258,23 +389,12 @@ def _sync_api_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs
     return response
 
 
-async def _async_api_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    call = _claim(args, kwargs) if _api_handlers else None
+async def _async_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    call = _start(args, kwargs)
     if call is None:
-        token = _refused(args, kwargs)
-        if token is None:
-            return await wrapped(*args, **kwargs)
-        from opentelemetry import context
-
-        try:
-            return await wrapped(*args, **kwargs)
-        finally:
-            context.detach(token)
-    from opentelemetry.instrumentation.utils import suppress_http_instrumentation
-
+        return await wrapped(*args, **kwargs)
     try:
-        with suppress_http_instrumentation():
-            response = await wrapped(*args, **kwargs)
+        response = await wrapped(*args, **kwargs)
     except BaseException as error:
         call.fail(error)
         raise
@@ -382,24 +502,28 @@ def observe_body(response: Any, sink: BodySink) -> None:
         observer.end(None)
 
 
-def client_duration_histogram(meter_provider: MeterProvider) -> Histogram:
-    """The instrument contrib records ``http.client.request.duration`` into (same scope, same stream)."""
-    from opentelemetry.instrumentation._semconv import (
-        HTTP_DURATION_HISTOGRAM_BUCKETS_NEW,
-        _get_schema_url,
-        _StabilityMode,
-    )
-    from opentelemetry.instrumentation.httpx.version import __version__ as contrib_version
+_durations: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
-    meter = meter_provider.get_meter(
-        "opentelemetry.instrumentation.httpx", contrib_version, _get_schema_url(_StabilityMode.HTTP)
-    )
-    return meter.create_histogram(
-        name="http.client.request.duration",
-        unit="s",
-        description="Duration of HTTP client requests.",
-        explicit_bucket_boundaries_advisory=HTTP_DURATION_HISTOGRAM_BUCKETS_NEW,
-    )
+
+def client_duration_histogram(meter_provider: MeterProvider) -> Any:
+    """``http.client.request.duration``: one instrument per provider, shared by every httpx caller.
+
+    Generic calls, GW2 and GenAI record into the same stream (the SDK's
+    ``Histogram.record(value, attributes)`` call shape, pre-aggregated when the
+    provider is the package's).
+    """
+    duration = _durations.get(meter_provider)
+    if duration is None:
+        duration = _durations[meter_provider] = fast_histogram(
+            meter_provider,
+            _SCOPE,
+            "http.client.request.duration",
+            "s",
+            "Duration of HTTP client requests.",
+            _DURATION_BUCKETS,
+            _DURATION_ATTRIBUTES,
+        )
+    return duration
 
 
 def request_attributes(request: Any) -> dict[str, Any]:

@@ -5,7 +5,9 @@ Contrib's instrumentor patches the client classes, so clients created before
 the arguments). Its hooks are not called for failed commands, so the metric
 comes from a thin wrapper placed around contrib's, which sees errors as well.
 The same wrapper sees read replies, from which cache hits and misses are
-counted (see :mod:`otel_setup._integrations.cache`).
+counted (see :mod:`otel_setup._integrations.cache`). Inside an unsampled
+request it calls past contrib's wrapper: contrib's span would not be recorded,
+and building it costs more than the command's own client-side work.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from opentelemetry.trace import TracerProvider
 
 from otel_setup._fastmetrics import histogram as fast_histogram
 from otel_setup._integrations.cache import CacheCounter
+from otel_setup._sampling import in_unsampled_span, unsampled_children_dropped
 from otel_setup.version import __version__
 
 __all__ = ["instrument_redis", "uninstrument_redis"]
@@ -48,8 +51,10 @@ def _client_attributes(instance: Any) -> dict[str, Any]:
 
 
 def _command_wrapper(
-    duration: Histogram, pipeline: bool, is_async: bool, cache: CacheCounter | None = None
+    duration: Histogram, pipeline: bool, is_async: bool, cache: CacheCounter | None = None, bypass: bool = False
 ) -> Callable[..., Any]:
+    """``bypass``: contrib's wrapper sits right below this one and may be skipped when unsampled."""
+
     def measure(
         instance: Any, args: tuple[Any, ...], start: float, error: BaseException | None, result: Any = None
     ) -> None:
@@ -73,6 +78,8 @@ def _command_wrapper(
     if is_async:
 
         async def async_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            if bypass and in_unsampled_span():
+                wrapped = wrapped.__wrapped__
             start = perf_counter()
             try:
                 result = await wrapped(*args, **kwargs)
@@ -85,6 +92,8 @@ def _command_wrapper(
         return async_wrapper
 
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if bypass and in_unsampled_span():
+            wrapped = wrapped.__wrapped__
         start = perf_counter()
         try:
             result = wrapped(*args, **kwargs)
@@ -112,8 +121,10 @@ def instrument_redis(
         _log.info("otel_setup: redis instrumentation skipped (redis or opentelemetry-instrumentation-redis missing)")
         return False
     instrumentor = RedisInstrumentor()
+    bypass = False
     if not instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.instrument(tracer_provider=tracer_provider, raise_exception_on_conflict=True)
+        bypass = unsampled_children_dropped(tracer_provider)
     duration = fast_histogram(
         meter_provider,
         (_SCOPE_NAME, __version__),
@@ -131,7 +142,7 @@ def instrument_redis(
     )
     cache = CacheCounter(meter_provider, cache_key_prefixes)
     for module, name, pipeline, is_async in targets:
-        wrap_function_wrapper(module, name, _command_wrapper(duration, pipeline, is_async, cache))
+        wrap_function_wrapper(module, name, _command_wrapper(duration, pipeline, is_async, cache, bypass))
         _wrapped.append((module, name))
     return True
 

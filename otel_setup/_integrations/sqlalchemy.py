@@ -26,12 +26,14 @@ import re
 from time import perf_counter
 from typing import Any, Final, NamedTuple
 
+from opentelemetry import trace
 from opentelemetry.metrics import Histogram, MeterProvider
 from opentelemetry.trace import SpanKind, Tracer, TracerProvider
 
 from otel_setup._fastmetrics import histogram as fast_histogram
 from otel_setup._integrations import calllog
 from otel_setup._redaction import redact_text
+from otel_setup._sampling import in_unsampled_span, unsampled_children_dropped
 from otel_setup._spans import record_error
 from otel_setup.version import __version__
 
@@ -146,8 +148,9 @@ def statement_info(statement: str) -> Statement:
 
 
 class _Listeners:
-    def __init__(self, tracer: Tracer, duration: Histogram, slow_query_ms: int) -> None:
+    def __init__(self, tracer: Tracer, duration: Histogram, slow_query_ms: int, skip_unsampled: bool) -> None:
         self.tracer = tracer
+        self.skip_unsampled = skip_unsampled
         self.duration = duration
         self.slow_seconds = slow_query_ms / 1000.0
 
@@ -157,7 +160,13 @@ class _Listeners:
             info = statement_info(statement)
             operation = info.operation
             namespace = engine_attributes.get("db.namespace")
-            span = self.tracer.start_span(f"{operation} {namespace}" if namespace else operation, kind=SpanKind.CLIENT)
+            if self.skip_unsampled and in_unsampled_span():
+                # The SDK would return a non-recording span; the request's own carries the same trace id for logs.
+                span = trace.get_current_span()
+            else:
+                span = self.tracer.start_span(
+                    f"{operation} {namespace}" if namespace else operation, kind=SpanKind.CLIENT
+                )
             if span.is_recording():
                 span.set_attributes(engine_attributes)
                 span.set_attribute("db.operation.name", operation)
@@ -255,7 +264,7 @@ def instrument_sqlalchemy(
             "error.type",
         ),
     )
-    listeners = _Listeners(tracer, duration, slow_query_ms)
+    listeners = _Listeners(tracer, duration, slow_query_ms, unsampled_children_dropped(tracer_provider))
     for name, fn in (
         ("before_cursor_execute", listeners.before),
         ("after_cursor_execute", listeners.after),
