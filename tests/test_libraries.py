@@ -232,3 +232,45 @@ def test_httpx_sync_and_async_inject_traceparent(
     duration = points(otlp_receiver, "http.client.request.duration")
     assert duration and sum(p.count or 0 for p in duration) == 2
     sync_client.close()
+
+
+def test_unsampled_request_builds_no_client_spans_but_counts_every_call(
+    otlp_receiver: OtlpReceiver, redis_url: str
+) -> None:
+    """Nine requests in ten: no client span is built (the SDK would drop it), every metric point still is."""
+    import redis
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    engine = create_engine("sqlite://")
+    client = redis.Redis.from_url(redis_url)
+    telemetry = otel_setup.configure(otlp_endpoint=otlp_receiver.endpoint, sampling_ratio=0.1)
+    unsampled = NonRecordingSpan(SpanContext(0x1234, 0x5678, False, TraceFlags(0)))
+    sampled = telemetry.tracer_provider.get_tracer("test")
+    with trace.use_span(unsampled):
+        for _ in range(5):
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            client.get("unsampled:key")
+    # The same calls under a sampled parent still make their spans (parent-based sampling).
+    with sampled.start_as_current_span(
+        "sampled parent",
+        context=trace.set_span_in_context(
+            NonRecordingSpan(SpanContext(0x9999, 0x1111, False, TraceFlags(TraceFlags.SAMPLED)))
+        ),
+    ):
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        client.get("sampled:key")
+    telemetry.force_flush(5.0)
+    assert otlp_receiver.wait_for(lambda r: any(s.name == "sampled parent" for s in r.spans()))
+    client_spans = [s for s in otlp_receiver.spans() if s.kind == "CLIENT"]
+    assert sorted(s.name for s in client_spans) == ["GET", "SELECT"], [s.name for s in client_spans]
+    assert all(s.trace_id == f"{0x9999:032x}" for s in client_spans)
+    durations = {
+        p.attributes["db.system.name"]: p.count
+        for p in points(otlp_receiver, "db.client.operation.duration")
+        if p.attributes.get("db.operation.name") in ("SELECT", "GET")
+    }
+    assert durations == {"sqlite": 6, "redis": 6}
+    client.close()
