@@ -23,6 +23,7 @@ from otel_setup._options import (
 )
 from otel_setup._providers import build_providers, build_resource
 from otel_setup._redaction import Redactor
+from otel_setup._runtime import lower_switch_interval
 from otel_setup._settings import INSTRUMENTATIONS, Settings, resolve
 from otel_setup._telemetry import Telemetry
 from otel_setup.health import ReadinessCheck, redis_check, sqlalchemy_check
@@ -157,6 +158,8 @@ def _build(settings: Settings, features: Mapping[str, Any], app: Any) -> Telemet
 
         telemetry.add_cleanup(install_propagation_guard(HostPolicy(settings.propagate_to)))
     _start_logging(settings, features, telemetry)
+    # Export threads encode in Python: keep their hold on the interpreter lock short (see _runtime).
+    telemetry.add_cleanup(lower_switch_interval(settings.switch_interval_ms))
     _start_sentry(settings, telemetry)
 
     sqlalchemy_options = features.get("sqlalchemy")

@@ -94,6 +94,7 @@ class ConfigureOptions(TypedDict, total=False):
     excluded_urls: Sequence[str]
     disabled_instrumentations: Sequence[str] | str
     shutdown_timeout: float
+    switch_interval_ms: float
     log_format: Literal["json", "console"]
     log_level: Literal["debug", "info", "warning", "error"]
     request_log_level: Literal["debug", "info", "warning", "error", "off"]

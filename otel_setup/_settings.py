@@ -104,6 +104,17 @@ def _milliseconds(value: object, name: str) -> int:
     return number
 
 
+def _switch_interval(value: object, name: str) -> float:
+    allowed = "milliseconds between 0.1 and 5 (CPython's default is 5), or 0 to leave the interpreter's setting alone"
+    try:
+        number = float(value) if isinstance(value, (int, float, str)) and not isinstance(value, bool) else -1.0
+    except ValueError:
+        raise OtelSetupConfigError(name, value, allowed) from None
+    if number != 0 and not 0.1 <= number <= 5:
+        raise OtelSetupConfigError(name, value, allowed)
+    return number
+
+
 def _positive_int(value: object, name: str) -> int:
     allowed = "a whole number greater than 0"
     try:
@@ -640,6 +651,15 @@ SETTINGS: Final[tuple[Setting[Any], ...]] = (
         _positive_seconds(120.0),
         5.0,
         "Seconds `shutdown()` may take, even when the collector hangs.",
+    ),
+    Setting(
+        "switch_interval_ms",
+        ("OTEL_SETUP_SWITCH_INTERVAL_MS",),
+        _switch_interval,
+        1.0,
+        "CPython's thread switch interval while telemetry is configured. Export threads encode spans "
+        "in Python; at the default 5 ms a request thread can wait that long for the interpreter lock, "
+        "twice per request. Applied only when the interpreter still has its default; `0` leaves it alone.",
     ),
     Setting(
         "trusted_traceparent",
