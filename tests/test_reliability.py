@@ -132,14 +132,13 @@ def _measure_pair(
 def _latency_rule(what: str, base: float, under: float, misses: list[str] | None) -> None:
     """p99 under fault <= 1.5 x healthy + 2 ms; with ``misses``, a miss is collected, not raised.
 
-    Known gap on this 2-core machine: now and then a faulted run's p99 is ~6 ms
-    against a ~1.5-2 ms healthy one (the export thread's Python work holding the
-    GIL in 5 ms slices). Tests collect the miss, finish every functional
-    assertion, then report it with its figures as an expected failure.
+    Collecting lets a test finish every functional assertion (drops counted,
+    no retry of a 400, logs rate-limited) before it fails on latency, so one
+    run reports everything that is wrong.
     """
     if under <= base * 1.5 + 0.002:
         return
-    message = f"{what}: p99 {under * 1000:.2f} ms vs healthy {base * 1000:.2f} ms"
+    message = f"{what}: p99 {under * 1000:.2f} ms vs healthy {base * 1000:.2f} ms (limit 1.5 x + 2 ms)"
     if misses is None:
         raise AssertionError(message)
     misses.append(message)
@@ -147,7 +146,7 @@ def _latency_rule(what: str, base: float, under: float, misses: list[str] | None
 
 def _report_latency_misses(misses: list[str]) -> None:
     if misses:
-        pytest.xfail("latency rule missed (known gap): " + "; ".join(misses))
+        pytest.fail("latency rule missed: " + "; ".join(misses))
 
 
 def _metrics(client: httpx.Client) -> dict[str, list[tuple[dict[str, str], float]]]:
