@@ -20,8 +20,9 @@ __all__ = ["OtelSetupConfigurator", "OtelSetupDistro"]
 _log = logging.getLogger("otel_setup")
 
 # Contrib entry points whose job configure() does (FastAPI through the
-# package's own middleware, which also replaces contrib's ASGI/Starlette ones).
-COVERED: Final = frozenset({"fastapi", "asgi", "starlette", "sqlalchemy", "redis", "httpx"})
+# package's own middleware, which also replaces contrib's ASGI/Starlette ones;
+# "logging" would add a second OTLP log handler next to the package's).
+COVERED: Final = frozenset({"fastapi", "asgi", "starlette", "sqlalchemy", "redis", "httpx", "logging"})
 
 
 class OtelSetupDistro(BaseDistro):  # type: ignore[misc] # the base resolves to Any for mypy

@@ -10,6 +10,7 @@ structured data without frame locals (structlog's default shows them).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import sys
@@ -24,6 +25,7 @@ from otel_setup._redaction import DEFAULT_REDACTOR, Redactor
 
 __all__ = [
     "FastJsonLine",
+    "RedactedRecords",
     "RequestLog",
     "add_trace_context",
     "configure_logging",
@@ -295,9 +297,10 @@ def configure_logging(
     root.addHandler(handler)
     added: list[logging.Handler] = [handler]
     if logger_provider is not None:
-        from opentelemetry.sdk._logs import LoggingHandler
+        # The SDK's own LoggingHandler is deprecated in favour of this one.
+        from opentelemetry.instrumentation.logging.handler import LoggingHandler
 
-        otel_handler = LoggingHandler(level=logging.NOTSET, logger_provider=logger_provider)
+        otel_handler = RedactedRecords(LoggingHandler(level=logging.NOTSET, logger_provider=logger_provider), redactor)
         otel_handler.addFilter(_not_from_exporters)
         setattr(otel_handler, _HANDLER_MARK, True)
         root.addHandler(otel_handler)
@@ -345,6 +348,36 @@ class ExportLogLimiter(logging.Filter):
             start, count = now, 0
         self._windows[record.name] = (start, count + 1)
         return count < self._per_minute
+
+
+class RedactedRecords(logging.Handler):
+    """Hands the OTLP log handler a copy whose structured message is already redacted, key by key.
+
+    structlog passes its event dict as the record's message. The OTLP handler
+    renders a non-string message as text, where the export-side scrubber can
+    only recognise secret-looking values, not ``password=...`` or an
+    ``x-api-key`` header under its name; redacting the dict here first keeps
+    every key-based rule.
+    """
+
+    def __init__(self, inner: logging.Handler, redactor: Redactor) -> None:
+        super().__init__(level=logging.NOTSET)
+        self.inner = inner
+        self._redactor = redactor
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.msg
+        if isinstance(message, Mapping):
+            record = copy.copy(record)
+            record.msg = self._redactor.value("log.body", message)
+        self.inner.handle(record)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def close(self) -> None:
+        self.inner.close()
+        super().close()
 
 
 def _not_from_exporters(record: logging.LogRecord) -> bool:
