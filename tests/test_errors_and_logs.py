@@ -321,3 +321,42 @@ def test_timing_headers_exposed_to_cors_and_switchable() -> None:
     assert "server-timing" in response.headers
     exposed = response.headers["access-control-expose-headers"]
     assert "Server-Timing" in exposed and "X-Response-Time" not in exposed
+
+
+def test_otlp_log_records_carry_the_event_as_body_and_its_fields_as_typed_attributes(
+    otlp_receiver: OtlpReceiver,
+) -> None:
+    """structlog's event dict becomes body + attributes, redacted by key; stdlib records keep their message."""
+    telemetry = otel_setup.configure(
+        otlp_endpoint=otlp_receiver.endpoint, logs_exporter="otlp", sampling_ratio=1.0, metrics_exporter="none"
+    )
+    log = structlog.get_logger("shop")
+    with telemetry.tracer_provider.get_tracer("test").start_as_current_span("checkout") as span:
+        log.info(
+            "order placed", order_id=1234, customer={"email": "a@b.example", "password": "hunter2hunter2"}, tags=["x"]
+        )
+        logging.getLogger("stock").warning("stock low for %s", "ore", extra={"sku": 19721})
+        try:
+            raise ZeroDivisionError("division by zero")
+        except ZeroDivisionError:
+            log.exception("payment failed", api_key="sk-0123456789abcdef0123")
+    telemetry.force_flush(5.0)
+    assert otlp_receiver.wait_for(lambda r: len(r.log_records()) >= 3, timeout=5)
+    records = {r.body: r for r in otlp_receiver.log_records()}
+    trace_id = f"{span.get_span_context().trace_id:032x}"
+
+    placed = records["order placed"]
+    assert (placed.severity_text, placed.scope_name, placed.trace_id) == ("INFO", "shop", trace_id)
+    assert placed.attributes["order_id"] == 1234
+    assert placed.attributes["customer"] == {"email": "a@b.example", "password": "REDACTED"}
+    assert list(placed.attributes["tags"]) == ["x"]
+    # structlog's bookkeeping and what the record or the resource already says stay out.
+    assert not {"event", "level", "logger", "timestamp", "trace_id", "_logger", "_name"} & set(placed.attributes)
+
+    stock = records["stock low for ore"]
+    assert (stock.severity_text, stock.attributes["sku"], stock.trace_id) == ("WARN", 19721, trace_id)
+
+    failed = records["payment failed"]
+    assert failed.severity_text == "ERROR" and failed.attributes["api_key"] == "REDACTED"
+    assert failed.attributes["exception.type"] == "ZeroDivisionError"
+    assert "sk-0123456789abcdef0123" not in str(failed.attributes)

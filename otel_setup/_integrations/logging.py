@@ -300,7 +300,9 @@ def configure_logging(
         # The SDK's own LoggingHandler is deprecated in favour of this one.
         from opentelemetry.instrumentation.logging.handler import LoggingHandler
 
-        otel_handler = RedactedRecords(LoggingHandler(level=logging.NOTSET, logger_provider=logger_provider), redactor)
+        otel_handler = RedactedRecords(
+            LoggingHandler(level=logging.NOTSET, logger_provider=logger_provider), redactor, frozenset(static_fields)
+        )
         otel_handler.addFilter(_not_from_exporters)
         setattr(otel_handler, _HANDLER_MARK, True)
         root.addHandler(otel_handler)
@@ -350,27 +352,58 @@ class ExportLogLimiter(logging.Filter):
         return count < self._per_minute
 
 
-class RedactedRecords(logging.Handler):
-    """Hands the OTLP log handler a copy whose structured message is already redacted, key by key.
+# structlog's own bookkeeping and what the OTLP record carries in fields of its own
+# (severity, scope name, timestamp, trace context, exception attributes).
+_NOT_ATTRIBUTES: Final = frozenset(
+    {"event", "level", "logger", "timestamp", "trace_id", "span_id", "exc_info", "exception", "stack_info"}
+)
+_RECORD_FIELDS: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
-    structlog passes its event dict as the record's message. The OTLP handler
-    renders a non-string message as text, where the export-side scrubber can
-    only recognise secret-looking values, not ``password=...`` or an
-    ``x-api-key`` header under its name; redacting the dict here first keeps
-    every key-based rule.
+
+class RedactedRecords(logging.Handler):
+    """Turns structlog's event dict into an OTLP record: the event as body, its fields as attributes.
+
+    structlog passes its event dict as the record's message, which the OTLP
+    handler would render as one line of text: the fields lose their types, and
+    the export-side scrubber can then only recognise secret-looking values, not
+    ``password`` or an ``x-api-key`` header by its name. Here the dict is
+    redacted key by key first, and each field becomes an attribute (maps and
+    lists stay structured). stdlib records pass through unchanged.
     """
 
-    def __init__(self, inner: logging.Handler, redactor: Redactor) -> None:
+    def __init__(self, inner: logging.Handler, redactor: Redactor, resource_keys: frozenset[str] = frozenset()) -> None:
         super().__init__(level=logging.NOTSET)
         self.inner = inner
         self._redactor = redactor
+        self._skip = _NOT_ATTRIBUTES | resource_keys  # already on the resource
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.msg
         if isinstance(message, Mapping):
+            fields = self._redactor.value("log.body", message)
+            assert isinstance(fields, dict)
             record = copy.copy(record)
-            record.msg = self._redactor.value("log.body", message)
+            event = fields.get("event")
+            record.msg = event if isinstance(event, str) else ""
+            record.args = ()
+            for name in ("_logger", "_name", "_from_structlog", "_record"):
+                record.__dict__.pop(name, None)
+            for key, value in fields.items():
+                if key in self._skip or not isinstance(key, str):
+                    continue
+                name = f"log.{key}" if key in _RECORD_FIELDS else key
+                record.__dict__[name] = self._attribute(key, value)
         self.inner.handle(record)
+
+    def _attribute(self, key: str, value: Any) -> Any:
+        """An OTLP ``AnyValue``: scalars, maps and lists as they are, anything else as redacted text."""
+        if isinstance(value, (str, bool, int, float, bytes)) or value is None:
+            return value
+        if isinstance(value, Mapping):
+            return {str(k): self._attribute(str(k), v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self._attribute(key, item) for item in value]
+        return self._redactor.text(str(value), key)
 
     def flush(self) -> None:
         self.inner.flush()
