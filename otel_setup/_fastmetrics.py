@@ -245,8 +245,7 @@ class _DictHistogram:
         self._names = histogram.attribute_names
 
     def record(self, amount: float, attributes: Mapping[str, Any] | None = None) -> None:
-        get = (attributes or {}).get
-        self._histogram.record(amount, tuple(get(name) for name in self._names))
+        self._histogram.record(amount, tuple(map((attributes or {}).get, self._names)))
 
 
 class _DictCounter:
@@ -259,8 +258,7 @@ class _DictCounter:
         self._names = counter.attribute_names
 
     def add(self, amount: int, attributes: Mapping[str, Any] | None = None) -> None:
-        get = (attributes or {}).get
-        self._counter.add(amount, tuple(get(name) for name in self._names))
+        self._counter.add(amount, tuple(map((attributes or {}).get, self._names)))
 
 
 _LOCALS: weakref.WeakKeyDictionary[Any, LocalMetrics] = weakref.WeakKeyDictionary()
