@@ -152,8 +152,11 @@ def _build(settings: Settings, features: Mapping[str, Any], app: Any) -> Telemet
     telemetry.instrumentations.update(states)
     # --- GW2 and GenAI calls: own spans and metrics for known APIs over httpx
     _instrument_known_apis(settings, providers.tracer_provider, providers.meter_provider, telemetry)
-    # After httpx and the known APIs: the policy's transport wrapper must be the outermost.
-    if states.get("httpx") == "active":
+    # Whoever instruments httpx (the package, or contrib's instrumentor run earlier by someone
+    # else), trace context goes only where the host policy allows.
+    from otel_setup._integrations.httpx import instrumented_by_contrib
+
+    if states.get("httpx") == "active" or instrumented_by_contrib():
         from otel_setup._propagation import HostPolicy, install_propagation_guard
 
         telemetry.add_cleanup(install_propagation_guard(HostPolicy(settings.propagate_to)))

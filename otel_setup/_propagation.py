@@ -16,16 +16,20 @@ APIs have no use for either. The rule is one host policy,
 Calls to the GW2 and OpenAI-compatible APIs are handled by the package's own
 client spans and never carry the headers, whatever the policy says.
 
-Mechanism: the httpx transport wrapper marks the context of a call to a host
-the policy refuses, and the global propagator is wrapped so that ``inject``
-does nothing under that mark. Explicit ``propagate.inject()`` calls elsewhere
-are unaffected.
+Mechanism: the package's own httpx client spans inject only for hosts the
+policy allows, and remove the headers from a request to any other host (httpx
+builds a redirect from the previous hop's headers). When contrib's httpx
+instrumentation runs instead of the package's, the transport wrapper marks the
+context of a call to a refused host and the global propagator is wrapped so
+that ``inject`` does nothing under that mark. Explicit ``propagate.inject()``
+calls elsewhere are unaffected.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
 from opentelemetry import context as otel_context
@@ -40,7 +44,7 @@ from opentelemetry.propagators.textmap import (
     default_setter,
 )
 
-__all__ = ["NO_PROPAGATION", "GuardedPropagator", "HostPolicy", "install_propagation_guard"]
+__all__ = ["NO_PROPAGATION", "GuardedPropagator", "HostPolicy", "install_propagation_guard", "refuse_propagation"]
 
 NO_PROPAGATION: Final = otel_context.create_key("otel_setup.no_propagation")
 _INTERNAL_SUFFIXES: Final = (".internal", ".local", ".lan", ".svc", ".cluster.local", ".home.arpa", ".localhost")
@@ -127,6 +131,16 @@ class GuardedPropagator(TextMapPropagator):
     @property
     def fields(self) -> set[str]:
         return self.inner.fields
+
+
+@contextlib.contextmanager
+def refuse_propagation() -> Iterator[None]:
+    """Within this block the guarded global propagator injects nothing."""
+    token = otel_context.attach(otel_context.set_value(NO_PROPAGATION, True))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 def install_propagation_guard(policy: HostPolicy) -> Callable[[], None]:

@@ -94,6 +94,11 @@ def unsampled_children_dropped(tracer_provider: Any) -> bool:
 
 
 def in_unsampled_span() -> bool:
-    """The current span is a local, valid, unsampled one (a request that was not sampled)."""
-    current = trace.get_current_span().get_span_context()
-    return current.is_valid and not current.trace_flags.sampled and not current.is_remote
+    """The current span is a local, valid, unsampled and non-recording one (a request that was not sampled).
+
+    Not recording matters: a custom sampler's RECORD_ONLY span is unsampled but
+    alive, and callers may end the span they get from here.
+    """
+    span = trace.get_current_span()
+    current = span.get_span_context()
+    return current.is_valid and not current.trace_flags.sampled and not current.is_remote and not span.is_recording()

@@ -1,7 +1,7 @@
 """The last redaction pass: span and log exporters that scrub whatever reaches them.
 
 Our own integrations redact where they set attributes, but spans also come
-from instrumentations we do not write (contrib's httpx and Redis, a library's
+from instrumentations we do not write (contrib's Redis, a library's
 own tracer, a user's ``span.set_attribute``), and the SDK's
 ``record_exception`` stores the raw message. A ``SpanProcessor.on_end`` sees
 an immutable span on the request thread; an exporter wrapper sees the batch on

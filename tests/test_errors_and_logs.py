@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -340,8 +341,18 @@ def test_otlp_log_records_carry_the_event_as_body_and_its_fields_as_typed_attrib
             raise ZeroDivisionError("division by zero")
         except ZeroDivisionError:
             log.exception("payment failed", api_key="sk-0123456789abcdef0123")
+            log.error("retry failed", exc_info=True)
+
+        class Unprintable:
+            def __str__(self) -> str:
+                raise RuntimeError("no text for you")
+
+        # Objects become text redacted by key; one that cannot be rendered must not break the log call.
+        log.info("object value", session_token=uuid.UUID(int=0x5EC2E7))
+        log.info("unprintable value", when=Unprintable())
+        log.info("after the unprintable one")
     telemetry.force_flush(5.0)
-    assert otlp_receiver.wait_for(lambda r: len(r.log_records()) >= 3, timeout=5)
+    assert otlp_receiver.wait_for(lambda r: len(r.log_records()) >= 6, timeout=5)
     records = {r.body: r for r in otlp_receiver.log_records()}
     trace_id = f"{span.get_span_context().trace_id:032x}"
 
@@ -360,3 +371,6 @@ def test_otlp_log_records_carry_the_event_as_body_and_its_fields_as_typed_attrib
     assert failed.severity_text == "ERROR" and failed.attributes["api_key"] == "REDACTED"
     assert failed.attributes["exception.type"] == "ZeroDivisionError"
     assert "sk-0123456789abcdef0123" not in str(failed.attributes)
+    assert records["retry failed"].attributes["exception.type"] == "ZeroDivisionError"
+    assert records["object value"].attributes["session_token"] == "REDACTED"
+    assert "after the unprintable one" in records  # the unprintable record is dropped, the log call did not raise

@@ -501,6 +501,69 @@ def test_trace_context_goes_only_to_allowed_hosts_and_inbound_baggage_never(
         assert "baggage" not in headers and "sentry-trace" not in headers
 
 
+def test_trace_context_never_follows_a_redirect_or_a_second_instrumentation_to_a_refused_host() -> None:
+    """httpx copies the previous hop's headers into a redirect; contrib's instrumentor may run too."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from otel_setup._configure import reset
+
+    seen: list[tuple[str, str | None]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append((f"{self.headers['host'].split(':')[0]}{self.path}", self.headers.get("traceparent")))
+            self.send_response(302 if self.path == "/hop" else 200)
+            if self.path == "/hop":
+                self.send_header("location", f"http://localhost:{port}/landed")
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    port = server.server_address[1]
+    Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        telemetry = otel_setup.configure(propagate_to="127.0.0.1", sampling_ratio=1.0, metrics_exporter="none")
+        exporter = InMemorySpanExporter()
+        telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))  # type: ignore[attr-defined]
+        contrib = HTTPXClientInstrumentor()
+        contrib.instrument(tracer_provider=telemetry.tracer_provider)  # by habit: must change nothing
+        tracer = telemetry.tracer_provider.get_tracer("test")
+        with tracer.start_as_current_span("request"), httpx.Client(follow_redirects=True) as client:
+            assert client.get(f"http://127.0.0.1:{port}/hop").status_code == 200
+        assert seen[0][0] == "127.0.0.1/hop" and seen[0][1]
+        assert seen[1] == ("localhost/landed", None), "the redirect carried the first hop's traceparent"
+        assert [s.name for s in exporter.get_finished_spans() if s.kind.name == "CLIENT"] == ["GET", "GET"]
+        reset()
+        assert not contrib.is_instrumented_by_opentelemetry
+
+        # Contrib instrumented before configure(): the package leaves httpx to it, the policy still holds.
+        seen.clear()
+        contrib.instrument()
+        try:
+            telemetry = otel_setup.configure(propagate_to="127.0.0.1", sampling_ratio=1.0, metrics_exporter="none")
+            assert telemetry.instrumentations["httpx"].startswith("off")
+            tracer = telemetry.tracer_provider.get_tracer("test")
+            with tracer.start_as_current_span("request"), httpx.Client() as client:
+                client.get(f"http://127.0.0.1:{port}/allowed")
+                client.get(f"http://localhost:{port}/refused")
+            assert seen[0][0] == "127.0.0.1/allowed" and seen[0][1]
+            assert seen[1] == ("localhost/refused", None)
+        finally:
+            reset()
+            contrib.uninstrument()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # --- /metrics behind a token ------------------------------------------------------------------
 
 

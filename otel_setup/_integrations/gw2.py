@@ -9,13 +9,13 @@ configured ``GW2_API_BASE``) gets:
 * a client span ``GET /v2/characters/{name}`` with ``url.template``, the stable
   HTTP client attributes, and ``url.full`` rebuilt from the template (so the
   name is not in it either);
-* ``http.client.request.duration`` with ``url.template`` (contrib's instrument);
+* ``http.client.request.duration`` with ``url.template`` (the one instrument every httpx call records into);
 * ``gw2.api.requests``: a counter by template, method and status, so 429 (rate
   limited; the upstream bucket is 300 burst, 5 per second) and 403 are visible
   on their own. For 403 the small error body is read as the caller reads it, to
   tell ``invalid key`` (sometimes spurious upstream) from a missing scope.
 
-No ``traceparent`` is sent to GW2: contrib is suppressed for these calls.
+No ``traceparent`` is sent to GW2, and no other HTTP instrumentation adds a span to these calls.
 Templates are computed by splitting the path, not by regular expressions, and
 are bounded: unknown top-level endpoints become ``/v2/_OTHER``.
 """

@@ -36,6 +36,7 @@ __all__ = [
     "add_api_handler",
     "client_duration_histogram",
     "instrument_httpx",
+    "instrumented_by_contrib",
     "observe_body",
     "protocol_version",
     "remove_api_handler",
@@ -78,18 +79,19 @@ def instrument_httpx(
     except ImportError:
         _log.info("otel_setup: httpx instrumentation skipped (httpx missing)")
         return False
-    if _instrumented_by_contrib():
+    if instrumented_by_contrib():
         _log.info("otel_setup: httpx already instrumented by opentelemetry-instrumentation-httpx; left to it")
         return False
     _client = _ClientCalls(
         tracer_provider, client_duration_histogram(meter_provider), capture_headers, redactor or DEFAULT_REDACTOR
     )
     _wrap_transports()
+    _claim_contrib(True)
     return True
 
 
-def _instrumented_by_contrib() -> bool:
-    """Contrib's httpx instrumentor, when something else ran it: two client spans per call otherwise."""
+def instrumented_by_contrib() -> bool:
+    """Contrib's httpx instrumentor is active (someone else ran it): ours would make a second span per call."""
     try:
         from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
     except ImportError:
@@ -97,8 +99,23 @@ def _instrumented_by_contrib() -> bool:
     return bool(HTTPXClientInstrumentor().is_instrumented_by_opentelemetry)
 
 
+def _claim_contrib(claimed: bool) -> None:
+    """Make contrib's ``HTTPXClientInstrumentor().instrument()`` a no-op while ours runs.
+
+    Called by habit after ``configure()``, it would add a second client span
+    to every call. Its instrumentor reports "already instrumented" instead.
+    """
+    try:
+        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    except ImportError:
+        return
+    HTTPXClientInstrumentor()._is_instrumented_by_opentelemetry = claimed
+
+
 def uninstrument_httpx() -> None:
     global _client
+    if _client is not None:
+        _claim_contrib(False)
     _client = None
     _unwrap_if_unused()
 
@@ -146,12 +163,16 @@ class _ClientCalls:
                 propagate.inject(request.headers, context=trace.set_span_in_context(NonRecordingSpan(child)))
             return _ClientCall(self, method, request.url, None, None)
         span = self.tracer.start_span("HTTP" if method == "_OTHER" else method, kind=SpanKind.CLIENT)
-        if span.is_recording():
-            span.set_attributes(self._request_attributes(request, method))
-        token = otel_context.attach(trace.set_span_in_context(span))
-        if propagate_context:
-            propagate.inject(request.headers)
-        return _ClientCall(self, method, request.url, span, token)
+        try:
+            if span.is_recording():
+                span.set_attributes(self._request_attributes(request, method))
+            context = trace.set_span_in_context(span)
+            if propagate_context:
+                propagate.inject(request.headers, context=context)
+        except BaseException:
+            span.end()
+            raise
+        return _ClientCall(self, method, request.url, span, otel_context.attach(context))
 
     def _request_attributes(self, request: Any, method: str) -> dict[str, Any]:
         from opentelemetry.util.http import redact_url
@@ -194,31 +215,33 @@ class _ClientCall:
         elapsed = perf_counter() - self._start
         try:
             status = int(response.status_code)
-            version = protocol_version(response)
+            version = protocol_version(response) or "1.1"  # httpx's own default, as contrib reports it
             error_type = str(status) if status >= 400 or status < 100 else None
             url = self._url
-            self._calls.duration.record(
-                elapsed,
-                {
-                    "http.request.method": self._method,
-                    "server.address": url.host or None,
-                    "server.port": url.port,
-                    "network.protocol.version": version,
-                    "http.response.status_code": status,
-                    "error.type": error_type,
-                },
-            )
+            attributes: dict[str, Any] = {
+                "http.request.method": self._method,
+                "network.protocol.version": version,
+                "http.response.status_code": status,
+            }
+            if url.host:
+                attributes["server.address"] = url.host
+            if url.port:
+                attributes["server.port"] = url.port
+            if error_type is not None:
+                attributes["error.type"] = error_type
+            self._calls.duration.record(elapsed, attributes)
             span = self._span
             if span is not None:
                 if span.is_recording():
-                    attributes: dict[str, Any] = {"http.response.status_code": status}
+                    span_attributes: dict[str, Any] = {
+                        "http.response.status_code": status,
+                        "network.protocol.version": version,
+                    }
                     if error_type is not None:
-                        attributes["error.type"] = error_type
-                    if version:
-                        attributes["network.protocol.version"] = version
+                        span_attributes["error.type"] = error_type
                     if self._calls.capture_headers:
-                        attributes.update(self._calls._headers(response.headers, "http.response.header"))
-                    span.set_attributes(attributes)
+                        span_attributes.update(self._calls._headers(response.headers, "http.response.header"))
+                    span.set_attributes(span_attributes)
                     span.set_status(Status(StatusCode.ERROR if error_type is not None else StatusCode.UNSET))
                 span.end()
         except Exception:  # noqa: BLE001 - never break a request for telemetry
@@ -234,15 +257,12 @@ class _ClientCall:
             error_type = type(error).__qualname__
             if is_error:
                 url = self._url
-                self._calls.duration.record(
-                    elapsed,
-                    {
-                        "http.request.method": self._method,
-                        "server.address": url.host or None,
-                        "server.port": url.port,
-                        "error.type": error_type,
-                    },
-                )
+                attributes: dict[str, Any] = {"http.request.method": self._method, "error.type": error_type}
+                if url.host:
+                    attributes["server.address"] = url.host
+                if url.port:
+                    attributes["server.port"] = url.port
+                self._calls.duration.record(elapsed, attributes)
             span = self._span
             if span is not None:
                 if is_error and span.is_recording():
@@ -317,6 +337,10 @@ def set_propagation_policy(allows: Callable[[str], bool] | None) -> None:
     """Send trace context only to hosts ``allows`` accepts (see ``otel_setup._propagation``)."""
     global _propagation_allows
     _propagation_allows = allows
+    if allows is not None:
+        _wrap_transports()
+    else:
+        _unwrap_if_unused()
 
 
 def _wrap_transports() -> None:
@@ -338,7 +362,7 @@ def remove_api_handler(handler: ApiHandler) -> None:
 
 
 def _unwrap_if_unused() -> None:
-    if _api_handlers or _client is not None or not _api_wrapped:
+    if _api_handlers or _client is not None or _propagation_allows is not None or not _api_wrapped:
         return
     import httpx
     from opentelemetry.instrumentation.utils import unwrap
@@ -350,30 +374,84 @@ def _unwrap_if_unused() -> None:
 
 
 def _start(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ApiCall | None:
-    """The call that observes this request: a known API's, the generic one, or none."""
+    """The call that observes this request: a known API's, the generic one, a guard, or none."""
     from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
 
     if not is_http_instrumentation_enabled():
         return None
     request: Any = args[0] if args else kwargs.get("request")
-    for handler in _api_handlers:
-        try:
-            call = handler.begin(request)
-        except Exception:  # noqa: BLE001 - never break a request for telemetry
-            _log.debug("otel_setup: API handler failed to start", exc_info=True)
-            continue
-        if call is not None:
-            return call
-    client = _client
-    if client is None:
-        return None
     try:
         allows = _propagation_allows
         host = request.url.host
-        return client.start(request, allows is None or (isinstance(host, str) and allows(host)))
+        allowed = allows is None or (isinstance(host, str) and allows(host))
+    except Exception:  # noqa: BLE001 - never break a request for telemetry
+        _log.debug("otel_setup: httpx propagation policy failed", exc_info=True)
+        allowed = False
+    for handler in _api_handlers:
+        try:
+            call = handler.begin(request)
+        except Exception:  # noqa: BLE001
+            _log.debug("otel_setup: API handler failed to start", exc_info=True)
+            continue
+        if call is not None:
+            # Known APIs never receive trace context, and an instrumentation below
+            # this wrapper (contrib's, run by someone else) must not add a span.
+            _strip_trace_context(request)
+            return _Guarded(call, _SUPPRESS_HTTP)
+    if not allowed:
+        _strip_trace_context(request)  # a redirect's request starts with the previous hop's headers
+    client = _client
+    if client is None:
+        # Contrib's instrumentation is active instead of ours: its inject goes
+        # through the guarded global propagator, which this mark silences.
+        return None if allowed else _Guarded(None, _NO_PROPAGATION)
+    try:
+        return client.start(request, allowed)
     except Exception:  # noqa: BLE001
         _log.debug("otel_setup: httpx telemetry failed to start", exc_info=True)
         return None
+
+
+def _strip_trace_context(request: Any) -> None:
+    headers = request.headers
+    for name in propagate.get_global_textmap().fields:
+        if name in headers:
+            del headers[name]
+
+
+_SUPPRESS_HTTP: Final = "suppress"
+_NO_PROPAGATION: Final = "no_propagation"
+
+
+class _Guarded:
+    """Runs a request under a context mark: HTTP instrumentation suppressed, or propagation refused."""
+
+    __slots__ = ("_call", "_mark")
+
+    def __init__(self, call: ApiCall | None, mark: str) -> None:
+        from opentelemetry.instrumentation.utils import suppress_http_instrumentation
+
+        from otel_setup._propagation import refuse_propagation
+
+        self._call = call
+        self._mark = suppress_http_instrumentation() if mark == _SUPPRESS_HTTP else refuse_propagation()
+        self._mark.__enter__()
+
+    def finish(self, response: Any) -> None:
+        self._detach()
+        if self._call is not None:
+            self._call.finish(response)
+
+    def fail(self, error: BaseException) -> None:
+        self._detach()
+        if self._call is not None:
+            self._call.fail(error)
+
+    def _detach(self) -> None:
+        try:
+            self._mark.__exit__(None, None, None)
+        except Exception:  # noqa: BLE001 - a context switched under us must not break the call
+            _log.debug("otel_setup: httpx context detach failed", exc_info=True)
 
 
 def _sync_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -301,7 +301,10 @@ def configure_logging(
         from opentelemetry.instrumentation.logging.handler import LoggingHandler
 
         otel_handler = RedactedRecords(
-            LoggingHandler(level=logging.NOTSET, logger_provider=logger_provider), redactor, frozenset(static_fields)
+            # code.* attributes, as the SDK's handler always added them
+            LoggingHandler(level=logging.NOTSET, logger_provider=logger_provider, log_code_attributes=True),
+            redactor,
+            frozenset(static_fields),
         )
         otel_handler.addFilter(_not_from_exporters)
         setattr(otel_handler, _HANDLER_MARK, True)
@@ -378,32 +381,44 @@ class RedactedRecords(logging.Handler):
         self._skip = _NOT_ATTRIBUTES | resource_keys  # already on the resource
 
     def emit(self, record: logging.LogRecord) -> None:
-        message = record.msg
-        if isinstance(message, Mapping):
-            fields = self._redactor.value("log.body", message)
-            assert isinstance(fields, dict)
-            record = copy.copy(record)
-            event = fields.get("event")
-            record.msg = event if isinstance(event, str) else ""
-            record.args = ()
-            for name in ("_logger", "_name", "_from_structlog", "_record"):
-                record.__dict__.pop(name, None)
-            for key, value in fields.items():
-                if key in self._skip or not isinstance(key, str):
-                    continue
-                name = f"log.{key}" if key in _RECORD_FIELDS else key
-                record.__dict__[name] = self._attribute(key, value)
-        self.inner.handle(record)
+        try:
+            message = record.msg
+            if isinstance(message, Mapping):
+                record = self._structured(record, message)
+            self.inner.handle(record)
+        except Exception:  # noqa: BLE001 - a log call must never fail because of telemetry
+            self.handleError(record)
+
+    def _structured(self, record: logging.LogRecord, message: Mapping[Any, Any]) -> logging.LogRecord:
+        fields = self._redactor.value("log.body", message)
+        if not isinstance(fields, Mapping):
+            fields = {}
+        record = copy.copy(record)
+        event = fields.get("event")
+        record.msg = event if isinstance(event, str) else ""
+        record.args = ()
+        if record.exc_info is None and fields.get("exc_info") is True:
+            # log.error(..., exc_info=True) inside an except block: emit runs synchronously, still inside it.
+            exc_info = sys.exc_info()
+            record.exc_info = exc_info if exc_info[0] is not None else None
+        for name in ("_logger", "_name", "_from_structlog", "_record"):
+            record.__dict__.pop(name, None)
+        for key, value in fields.items():
+            if key in self._skip or not isinstance(key, str):
+                continue
+            name = f"log.{key}" if key in _RECORD_FIELDS else key
+            record.__dict__[name] = self._attribute(key, value)
+        return record
 
     def _attribute(self, key: str, value: Any) -> Any:
-        """An OTLP ``AnyValue``: scalars, maps and lists as they are, anything else as redacted text."""
+        """An OTLP ``AnyValue``: scalars, maps and lists as they are, anything else as text redacted by key."""
         if isinstance(value, (str, bool, int, float, bytes)) or value is None:
             return value
         if isinstance(value, Mapping):
             return {str(k): self._attribute(str(k), v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return [self._attribute(key, item) for item in value]
-        return self._redactor.text(str(value), key)
+        return self._redactor.value(key, str(value))
 
     def flush(self) -> None:
         self.inner.flush()
