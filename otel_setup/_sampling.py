@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags, Tracer
 
-__all__ = ["PresetIdGenerator", "RootSpans", "in_unsampled_span", "unsampled_children_dropped"]
+__all__ = ["PresetIdGenerator", "RootSpans", "in_unsampled_span", "unsampled_children_dropped", "unsampled_local"]
 
 _LOW_64_BITS = (1 << 64) - 1
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
@@ -93,12 +93,16 @@ def unsampled_children_dropped(tracer_provider: Any) -> bool:
     return True
 
 
+def unsampled_local(context: SpanContext) -> bool:
+    """A valid, local, unsampled span context: a parent whose children a parent-based sampler drops."""
+    return context.is_valid and not context.trace_flags.sampled and not context.is_remote
+
+
 def in_unsampled_span() -> bool:
-    """The current span is a local, valid, unsampled and non-recording one (a request that was not sampled).
+    """The current span is an unsampled local one that does not record (a request that was not sampled).
 
     Not recording matters: a custom sampler's RECORD_ONLY span is unsampled but
     alive, and callers may end the span they get from here.
     """
     span = trace.get_current_span()
-    current = span.get_span_context()
-    return current.is_valid and not current.trace_flags.sampled and not current.is_remote and not span.is_recording()
+    return unsampled_local(span.get_span_context()) and not span.is_recording()

@@ -20,11 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable, Iterable, MutableMapping
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,7 +28,7 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.contrib_reference import duration_points, in_memory_providers, run_reference
 
 # (name, method, path, query string, JSON body)
 REQUESTS: tuple[tuple[str, str, str, str, dict[str, Any] | None], ...] = (
@@ -222,54 +218,17 @@ def span_record(span: Any) -> dict[str, Any]:
 
 def _contrib_main() -> None:
     """Contrib's side, in its own process: stable semconv, in-memory exporters, JSON on stdout."""
-    assert os.environ.get("OTEL_SEMCONV_STABILITY_OPT_IN") == "http"
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    exporter = InMemorySpanExporter()
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-    reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(metric_readers=[reader])
+    exporter, tracer_provider, reader, meter_provider = in_memory_providers()
     app = build_app()
     FastAPIInstrumentor.instrument_app(
         app, tracer_provider=tracer_provider, meter_provider=meter_provider, exclude_spans=["receive", "send"]
     )
     statuses = drive(app)
-    points: list[dict[str, Any]] = []
-    data = reader.get_metrics_data()
-    for resource_metrics in data.resource_metrics if data else ():
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                if metric.name == "http.server.request.duration":
-                    points += [{"attributes": dict(p.attributes), "count": p.count} for p in metric.data.data_points]
-    print(
-        json.dumps(
-            {"statuses": statuses, "spans": [span_record(s) for s in exporter.get_finished_spans()], "points": points}
-        )
-    )
-
-
-def contrib_output() -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env["OTEL_SEMCONV_STABILITY_OPT_IN"] = "http"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    done = subprocess.run(
-        [sys.executable, "-m", "tests.test_differential"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    output: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return output
+    spans = [span_record(s) for s in exporter.get_finished_spans()]
+    points = duration_points(reader, "http.server.request.duration")
+    print(json.dumps({"statuses": statuses, "spans": spans, "points": points}))
 
 
 def prometheus_points(registry: Any) -> list[dict[str, Any]]:
@@ -344,7 +303,7 @@ def _count_points(
 
 @pytest.fixture(scope="module")
 def contrib() -> dict[str, Any]:
-    return contrib_output()
+    return run_reference("tests.test_differential")
 
 
 @pytest.fixture

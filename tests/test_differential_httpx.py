@@ -17,20 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.contrib_reference import duration_points, in_memory_providers, run_reference
 
 # (name, client kind, method, path; "{refused}" targets a port nothing listens on)
 CALLS: tuple[tuple[str, str, str, str], ...] = (
@@ -154,50 +150,20 @@ def span_record(span: Any) -> dict[str, Any]:
 
 
 def _contrib_main() -> None:
-    assert os.environ.get("OTEL_SEMCONV_STABILITY_OPT_IN") == "http"
+    """Contrib's side, in its own process: stable semconv, in-memory exporters, JSON on stdout."""
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    exporter = InMemorySpanExporter()
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-    reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(metric_readers=[reader])
+    exporter, tracer_provider, reader, meter_provider = in_memory_providers()
     HTTPXClientInstrumentor().instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
     result = drive(tracer_provider.get_tracer("differential"))
-    points: list[dict[str, Any]] = []
-    data = reader.get_metrics_data()
-    for resource_metrics in data.resource_metrics if data else ():
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                if metric.name == "http.client.request.duration":
-                    points += [{"attributes": dict(p.attributes), "count": p.count} for p in metric.data.data_points]
     result["spans"] = [span_record(s) for s in exporter.get_finished_spans()]
-    result["points"] = points
+    result["points"] = duration_points(reader, "http.client.request.duration")
     print(json.dumps(result))
 
 
 @pytest.fixture(scope="module")
 def contrib() -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env["OTEL_SEMCONV_STABILITY_OPT_IN"] = "http"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    done = subprocess.run(
-        [sys.executable, "-m", "tests.test_differential_httpx"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    output: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return output
+    return run_reference("tests.test_differential_httpx")
 
 
 SCOPE_LABELS = frozenset({"otel_scope_name", "otel_scope_version", "otel_scope_schema_url"})

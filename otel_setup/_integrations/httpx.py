@@ -26,7 +26,7 @@ from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, S
 
 from otel_setup._fastmetrics import histogram as fast_histogram
 from otel_setup._redaction import DEFAULT_REDACTOR, Redactor
-from otel_setup._sampling import unsampled_children_dropped
+from otel_setup._sampling import unsampled_children_dropped, unsampled_local
 from otel_setup.version import __version__
 
 __all__ = [
@@ -155,7 +155,7 @@ class _ClientCalls:
         if method not in _KNOWN_METHODS:
             upper = method.strip().upper()
             method = upper if upper in _KNOWN_METHODS else "_OTHER"
-        if self.skip_unsampled and parent.is_valid and not parent.trace_flags.sampled and not parent.is_remote:
+        if self.skip_unsampled and unsampled_local(parent):
             if propagate_context:
                 child = SpanContext(
                     parent.trace_id, getrandbits(64) or 1, False, parent.trace_flags, parent.trace_state
@@ -217,16 +217,9 @@ class _ClientCall:
             status = int(response.status_code)
             version = protocol_version(response) or "1.1"  # httpx's own default, as contrib reports it
             error_type = str(status) if status >= 400 or status < 100 else None
-            url = self._url
-            attributes: dict[str, Any] = {
-                "http.request.method": self._method,
-                "network.protocol.version": version,
-                "http.response.status_code": status,
-            }
-            if url.host:
-                attributes["server.address"] = url.host
-            if url.port:
-                attributes["server.port"] = url.port
+            attributes = self._metric_attributes()
+            attributes["network.protocol.version"] = version
+            attributes["http.response.status_code"] = status
             if error_type is not None:
                 attributes["error.type"] = error_type
             self._calls.duration.record(elapsed, attributes)
@@ -256,12 +249,8 @@ class _ClientCall:
             is_error = isinstance(error, Exception)
             error_type = type(error).__qualname__
             if is_error:
-                url = self._url
-                attributes: dict[str, Any] = {"http.request.method": self._method, "error.type": error_type}
-                if url.host:
-                    attributes["server.address"] = url.host
-                if url.port:
-                    attributes["server.port"] = url.port
+                attributes = self._metric_attributes()
+                attributes["error.type"] = error_type
                 self._calls.duration.record(elapsed, attributes)
             span = self._span
             if span is not None:
@@ -274,6 +263,16 @@ class _ClientCall:
             _log.debug("otel_setup: httpx telemetry failed", exc_info=True)
         finally:
             self._detach()
+
+    def _metric_attributes(self) -> dict[str, Any]:
+        """Method and target; an absent host or a default (omitted) port stays out, as in contrib's points."""
+        url = self._url
+        attributes: dict[str, Any] = {"http.request.method": self._method}
+        if url.host:
+            attributes["server.address"] = url.host
+        if url.port:
+            attributes["server.port"] = url.port
+        return attributes
 
     def _detach(self) -> None:
         if self._token is not None:
