@@ -197,9 +197,12 @@ def _start_logging(settings: Settings, features: Mapping[str, Any], telemetry: T
         logger_provider=telemetry.logger_provider,
         processors=tuple(options.processors) if isinstance(options, LoggingOptions) else (),
         redactor=telemetry.redactor,
+        request_log_buffer_ms=settings.request_log_buffer_ms,
     )
     telemetry.add_cleanup(undo)
     telemetry.request_log = RequestLog(settings.request_log_level, settings.slow_request_ms, fast)
+    if fast is not None:
+        telemetry.write_waiting_lines = fast.write_waiting
     telemetry.instrumentations["logging"] = "active"
 
 

@@ -100,6 +100,7 @@ class ConfigureOptions(TypedDict, total=False):
     request_log_level: Literal["debug", "info", "warning", "error", "off"]
     call_log_level: Literal["debug", "info", "warning", "error", "off"]
     slow_request_ms: int
+    request_log_buffer_ms: int
     slow_query_ms: int
     server_timing: bool
     response_time_header: bool

@@ -115,6 +115,17 @@ def _switch_interval(value: object, name: str) -> float:
     return number
 
 
+def _buffer_ms(value: object, name: str) -> int:
+    allowed = "a whole number of milliseconds between 0 (every line written at once) and 10000"
+    try:
+        number = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else -1
+    except ValueError:
+        raise OtelSetupConfigError(name, value, allowed) from None
+    if not 0 <= number <= 10_000:
+        raise OtelSetupConfigError(name, value, allowed)
+    return number
+
+
 def _positive_int(value: object, name: str) -> int:
     allowed = "a whole number greater than 0"
     try:
@@ -690,6 +701,15 @@ SETTINGS: Final[tuple[Setting[Any], ...]] = (
         _positive_int,
         1000,
         "Requests slower than this many milliseconds are logged at WARNING.",
+    ),
+    Setting(
+        "request_log_buffer_ms",
+        ("OTEL_SETUP_REQUEST_LOG_BUFFER_MS",),
+        _buffer_ms,
+        200,
+        "Longest time a JSON request line waits to be written with others in one batch, when stdout "
+        "is a pipe or file; warnings, 5xx lines and any other log line write the waiting ones first. "
+        "`0` writes each line at once.",
     ),
     Setting(
         "slow_query_ms",

@@ -52,6 +52,8 @@ class Telemetry:
         self._cleanups: list[Callable[[], None]] = []
         self._shutdown_steps: list[Callable[[], object]] = []
         self.request_log: Callable[[str, str | None, int, float, int, int], None] | None = None
+        self.write_waiting_lines: Callable[[], None] | None = None
+        """Writes request log lines still waiting for their batch (stdout a pipe or file)."""
         self.error_reporter: Callable[[BaseException | None, str, str | None, int], None] | None = None
 
     # --- what is running -------------------------------------------------
@@ -223,6 +225,8 @@ class Telemetry:
 
     def force_flush(self, timeout: float = 5.0) -> bool:
         """Export what is queued; True only if it finished within ``timeout`` seconds."""
+        if self.write_waiting_lines is not None:
+            self.write_waiting_lines()
         if self._providers is None:
             return True
         return run_within(self._providers.flush_steps(int(timeout * 1000)), timeout, "flush")

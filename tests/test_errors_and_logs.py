@@ -257,6 +257,135 @@ def test_json_logs_share_one_shape_and_carry_the_trace_ids(
     assert GW2_KEY not in everything and "access_token=abc" not in everything
 
 
+_SAME_LINE_BOTH_WAYS = """
+import asyncio, logging, sys
+import httpx, structlog
+from fastapi import FastAPI
+import otel_setup
+
+app = FastAPI()
+
+@app.get("/gilde/{name}")
+async def guild(name: str) -> dict[str, str]:
+    return {"name": name}
+
+otel_setup.configure(app, service_name="line-app", sampling_ratio=float(sys.argv[1]))
+
+async def main() -> None:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        print("printed before the first request")
+        await client.get("/gilde/Ärger")
+        structlog.contextvars.bind_contextvars(tenant="t-1", password="hunter2")
+        await client.get("/gilde/Ärger?x=1")
+        logging.getLogger().addHandler(logging.NullHandler())  # any second handler: the full chain
+        await client.get("/gilde/Ärger?x=2")
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("ratio", ["0.0", "1.0"])
+def test_request_line_is_the_same_written_directly_or_through_the_processor_chain(ratio: str) -> None:
+    """stdout is a pipe, as in a container: the direct path writes to its file descriptor."""
+    out = subprocess.run(
+        [sys.executable, "-c", _SAME_LINE_BOTH_WAYS, ratio], capture_output=True, text=True, check=True
+    ).stdout
+    raw = out.splitlines()
+    assert raw[0] == "printed before the first request", "a print() made earlier stays ahead of the request line"
+    plain, with_context, full_chain = [line for line in log_lines(out) if line.get("logger") == "otel_setup.request"]
+    varying = {"timestamp", "duration_ms", "trace_id", "span_id"}
+    assert list(with_context) == list(full_chain), "same keys in the same order"
+    assert {k: v for k, v in with_context.items() if k not in varying} == {
+        k: v for k, v in full_chain.items() if k not in varying
+    }
+    assert with_context["http.route"] == "/gilde/{name}" and with_context["tenant"] == "t-1"
+    assert with_context["password"] == full_chain["password"] != "hunter2"
+    assert set(plain) == set(with_context) - {"tenant", "password"}
+    for line in (plain, with_context, full_chain):
+        assert len(line["trace_id"]) == 32 and len(line["span_id"]) == 16
+        assert line["timestamp"].endswith("Z") and len(line["timestamp"]) == len("2026-11-27T03:27:54.047465Z")
+        assert isinstance(line["duration_ms"], float)
+    assert all(line.isascii() for line in raw)
+
+
+_BATCHED_LINES = """
+import asyncio, os, sys, time
+import httpx
+from fastapi import FastAPI, HTTPException
+import otel_setup
+
+app = FastAPI()
+
+@app.get("/ok")
+async def ok() -> str:
+    return "ok"
+
+@app.get("/down")
+async def down() -> None:
+    raise HTTPException(status_code=503)
+
+@app.get("/child")
+async def in_child() -> str:
+    return "child"
+
+otel_setup.configure(app, service_name="batch-app", request_log_buffer_ms=int(sys.argv[1]))
+
+async def main() -> None:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        await client.get("/ok")
+        os.write(1, b"mark-a\\n")
+        await client.get("/down")
+        os.write(1, b"mark-b\\n")
+        await client.get("/ok")
+        time.sleep(0.6)
+        os.write(1, b"mark-c\\n")
+        await client.get("/ok")
+
+async def child() -> None:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        await client.get("/down")
+        await client.get("/child")
+    time.sleep(0.6)
+    os.write(1, b"mark-child\\n")
+
+asyncio.run(main())
+if sys.argv[2] == "fork":
+    if os.fork() == 0:
+        asyncio.run(child())
+        os._exit(0)
+    os.wait()
+"""
+
+
+def _sequence(buffer_ms: str, fork: str = "") -> list[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", _BATCHED_LINES, buffer_ms, fork], capture_output=True, text=True, check=True
+    ).stdout
+    sequence = []
+    for raw in out.splitlines():
+        if raw.startswith("mark-"):
+            sequence.append(raw)
+        elif raw.startswith("{") and json.loads(raw).get("logger") == "otel_setup.request":
+            line = json.loads(raw)
+            sequence.append("child" if line["http.route"] == "/child" else str(line["http.response.status_code"]))
+    return sequence
+
+
+def test_request_lines_on_a_pipe_are_batched_but_never_late_or_lost() -> None:
+    """Waiting lines go out before a 5xx line, within the buffer time, and at exit."""
+    assert _sequence("200") == ["mark-a", "200", "503", "mark-b", "200", "mark-c", "200"]
+    assert _sequence("0") == ["200", "mark-a", "503", "mark-b", "200", "mark-c", "200"]
+
+
+def test_a_forked_worker_flushes_its_own_request_lines() -> None:
+    """gunicorn --preload: the child needs its own flusher, and never repeats the parent's waiting lines."""
+    sequence = _sequence("200", "fork")
+    assert sequence[:6] == ["mark-a", "200", "503", "mark-b", "200", "mark-c"]
+    # The parent's last line (its flusher) and the child's two (503 at once, /child by the child's flusher).
+    assert sorted(sequence[6:-1]) == ["200", "503", "child"], sequence
+    assert sequence[-1] == "mark-child", sequence
+
+
 def test_slow_requests_are_warnings(capsys: pytest.CaptureFixture[str]) -> None:
     app = make_app()
     otel_setup.configure(app, slow_request_ms=50)

@@ -273,13 +273,16 @@ class ServerTelemetryMiddleware:
 
         status_code = 0
         timing_headers = self._timing_headers
+        # Browsers send Origin with every cross-origin request; without it no
+        # CORS middleware answers, so there is no expose list to extend.
+        cross_origin = origin is not None
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status_code
             if message["type"] == "http.response.start":
                 status_code = message["status"]
                 if timing_headers:
-                    self._add_timing_headers(message, perf_counter() - start)
+                    self._add_timing_headers(message, perf_counter() - start, cross_origin)
             await send(message)
 
         error: BaseException | None = None
@@ -350,22 +353,25 @@ class ServerTelemetryMiddleware:
         except Exception:  # noqa: BLE001 - a telemetry failure must never fail the request
             _log.debug("otel_setup: could not finish server telemetry", exc_info=True)
         finally:
-            span.end()
+            if recording:  # a span that did not record at its start has nothing to end
+                span.end()
 
-    def _add_timing_headers(self, message: Message, elapsed: float) -> None:
+    def _add_timing_headers(self, message: Message, elapsed: float, cross_origin: bool) -> None:
         """``Server-Timing``/``X-Response-Time``: time to the first byte, as the browser sees it."""
         milliseconds = b"%.1f" % (elapsed * 1000.0)
+        # A copy: the app may send the same header list with every response.
         headers = list(message.get("headers", ()))
-        for name, _ in headers:
-            if name == b"access-control-allow-origin":
-                # CORS answered this request: let the browser's scripts read the timings.
-                for other, (other_name, other_value) in enumerate(headers):
-                    if other_name == b"access-control-expose-headers":
-                        headers[other] = (other_name, other_value + b", " + self._expose_names)
-                        break
-                else:
-                    headers.append((b"access-control-expose-headers", self._expose_names))
-                break
+        if cross_origin:
+            for name, _ in headers:
+                if name == b"access-control-allow-origin":
+                    # CORS answered this request: let the browser's scripts read the timings.
+                    for other, (other_name, other_value) in enumerate(headers):
+                        if other_name == b"access-control-expose-headers":
+                            headers[other] = (other_name, other_value + b", " + self._expose_names)
+                            break
+                    else:
+                        headers.append((b"access-control-expose-headers", self._expose_names))
+                    break
         if self._server_timing:
             headers.append((b"server-timing", b"app;dur=" + milliseconds))
         if self._response_time_header:
