@@ -130,7 +130,7 @@ class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg] # generic 
 
 
 _Waiting = tuple[str, float, int, int, int]
-"""A request line not yet written: its rendered prefix, duration, clock reading and ids."""
+"""A request line not yet written: its rendered prefix, duration in seconds, clock reading and ids."""
 
 
 class FastJsonLine:
@@ -180,16 +180,6 @@ class FastJsonLine:
             self._start_flusher()
             os.register_at_fork(after_in_child=_after_fork_in_child(self))
 
-    def usable(self) -> bool:
-        logger = self._logger
-        return (
-            len(self._root.handlers) == 1
-            and self._root.handlers[0] is self._handler
-            and not logger.handlers
-            and not logger.filters
-            and logger.propagate
-        )
-
     def _prefix(self, key: tuple[str, str, str, str | None, int]) -> str:
         level, event, method, route, status = key
         prefix = (
@@ -208,10 +198,21 @@ class FastJsonLine:
         method: str,
         route: str | None,
         status: int,
-        duration_ms: float,
+        elapsed: float,
         trace_id: int = 0,
         span_id: int = 0,
-    ) -> None:
+    ) -> bool:
+        """Queue or write the line; False (nothing done) when another handler or a filter needs the full chain."""
+        handlers = self._root.handlers
+        logger = self._logger
+        if (
+            len(handlers) != 1
+            or handlers[0] is not self._handler
+            or logger.handlers
+            or logger.filters
+            or not logger.propagate
+        ):
+            return False
         key = (level, event, method, route, status)
         prefix = self._prefixes.get(key) or self._prefix(key)
         if not trace_id:
@@ -228,9 +229,10 @@ class FastJsonLine:
             head = len('{"event": ') + len(json.dumps(event))
             prefix = f"{prefix[:head]}, {json.dumps(extra)[1:-1]}{prefix[head:]}"
         waiting = self._waiting
-        waiting.append((prefix, duration_ms, time.time_ns(), trace_id, span_id))
+        waiting.append((prefix, elapsed, time.time_ns(), trace_id, span_id))
         if not self._batching or len(waiting) >= _BATCH or status >= 500 or level in ("warning", "error"):
             self.write_waiting()
+        return True
 
     def write_waiting(self) -> None:
         """Render and write the waiting lines; safe from any thread, a no-op when none wait."""
@@ -257,14 +259,14 @@ class FastJsonLine:
         """ISO 8601 UTC timestamps with microseconds, as structlog's TimeStamper renders them."""
         static = self._static_json
         rendered = []
-        for prefix, duration_ms, clock, trace_id, span_id in lines:
+        for prefix, elapsed, clock, trace_id, span_id in lines:
             second, nanoseconds = divmod(clock, 1_000_000_000)
             if second != self._second:
                 self._second = second
                 self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             ids = f', "trace_id": "{trace_id:032x}", "span_id": "{span_id:016x}"' if trace_id else ""
             rendered.append(
-                f'{prefix}{duration_ms!r}, "timestamp": "{self._second_text}.{nanoseconds // 1000:06d}Z"'
+                f'{prefix}{round(elapsed * 1000.0, 3)!r}, "timestamp": "{self._second_text}.{nanoseconds // 1000:06d}Z"'
                 f"{static}{ids}}}\n"
             )
         return "".join(rendered)
@@ -349,16 +351,17 @@ class RequestLog:
         level = logging.WARNING if slow and self._level < logging.WARNING else self._level
         if not (self._enabled or slow) or not self._logger.isEnabledFor(level):
             return
-        duration_ms = round(elapsed * 1000.0, 3)
         event = "slow request" if slow else "request"
-        if self._fast is not None and self._fast.usable():
-            self._fast.write(_LEVEL_NAMES[level], event, method, route, status, duration_ms, trace_id, span_id)
+        fast = self._fast
+        if fast is not None and fast.write(
+            _LEVEL_NAMES[level], event, method, route, status, elapsed, trace_id, span_id
+        ):
             return
         fields = {
             "http.request.method": method,
             "http.route": route,
             "http.response.status_code": status,
-            "duration_ms": duration_ms,
+            "duration_ms": round(elapsed * 1000.0, 3),
         }
         self._logger.log(level, event, extra=fields)
 
