@@ -29,6 +29,7 @@ from typing import Any, Final
 from opentelemetry.metrics import Counter, MeterProvider
 
 from otel_setup._fastmetrics import counter as fast_counter
+from otel_setup._fastmetrics import values_adder
 from otel_setup._integrations import calllog
 from otel_setup._options import CacheLookup, _call_listeners, emit_call
 from otel_setup.version import __version__
@@ -132,6 +133,7 @@ def write_ttl(command: str, args: tuple[Any, ...]) -> float | None:
 
 
 # Writes logged as cache operations (with their TTL); they are not counted in the metric.
+_LOOKUP_ATTRIBUTES: Final = ("cache.name", "db.system.name", "db.operation.name", "cache.result")
 _WRITES: Final = frozenset({"SET", "SETEX", "PSETEX", "EXPIRE", "PEXPIRE", "DEL", "UNLINK"})
 
 
@@ -140,14 +142,15 @@ class CacheCounter:
 
     def __init__(self, meter_provider: MeterProvider, prefixes: Sequence[str]) -> None:
         self._prefixes = tuple(prefixes)
-        self._lookups: Counter = fast_counter(
+        lookups: Counter = fast_counter(
             meter_provider,
             (_SCOPE_NAME, __version__),
             "otel_setup.cache.lookups",
             "{lookup}",
             "Cache reads by logical cache and result (hit or miss); hit ratio = hit / all.",
-            ("cache.name", "db.system.name", "db.operation.name", "cache.result"),
+            _LOOKUP_ATTRIBUTES,
         )
+        self._add = values_adder(lookups, _LOOKUP_ATTRIBUTES)
 
     def observe(self, command: str, args: tuple[Any, ...], result: Any, elapsed: float = 0.0) -> None:
         counts = lookup_counts(command, result)
@@ -161,11 +164,10 @@ class CacheCounter:
             return
         key = _text(args[1])
         name = cache_name(key, self._prefixes)
-        attributes = {"cache.name": name, "db.system.name": "redis", "db.operation.name": command}
         if hits:
-            self._lookups.add(hits, {**attributes, "cache.result": "hit"})
+            self._add(hits, (name, "redis", command, "hit"))
         if misses:
-            self._lookups.add(misses, {**attributes, "cache.result": "miss"})
+            self._add(misses, (name, "redis", command, "miss"))
         logged = calllog.CACHE.enabled()
         if _call_listeners or logged:
             record = CacheLookup(name, command, hits, misses, key_hash(key))
@@ -185,10 +187,7 @@ class CacheCounter:
             outcome = "miss" if value is None else "hit"
             tally[(name, outcome)] = tally.get((name, outcome), 0) + 1
         for (name, outcome), count in tally.items():
-            self._lookups.add(
-                count,
-                {"cache.name": name, "db.system.name": "redis", "db.operation.name": "MGET", "cache.result": outcome},
-            )
+            self._add(count, (name, "redis", "MGET", outcome))
         logged = calllog.CACHE.enabled()
         if _call_listeners or logged:
             first = _text(keys[0])

@@ -12,6 +12,7 @@ and building it costs more than the command's own client-side work.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from time import perf_counter
@@ -21,6 +22,7 @@ from opentelemetry.metrics import Histogram, MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from otel_setup._fastmetrics import histogram as fast_histogram
+from otel_setup._fastmetrics import values_recorder
 from otel_setup._integrations.cache import CacheCounter
 from otel_setup._sampling import in_unsampled_span, unsampled_children_dropped
 from otel_setup.version import __version__
@@ -30,6 +32,17 @@ __all__ = ["instrument_redis", "uninstrument_redis"]
 _log = logging.getLogger("otel_setup")
 _SCOPE_NAME: Final = "otel_setup.redis"
 _DB_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
+
+_DURATION_ATTRIBUTES: Final = (
+    "db.system.name",
+    "db.namespace",
+    "server.address",
+    "server.port",
+    "db.operation.name",
+    "error.type",
+)
+_PLANS_ATTR: Final = "_otel_setup_commands"
+_MAX_COMMANDS: Final = 512
 
 _wrapped: list[tuple[Any, str]] = []
 
@@ -50,28 +63,51 @@ def _client_attributes(instance: Any) -> dict[str, Any]:
     return attributes
 
 
+_Commands = dict[Any, tuple[str | None, tuple[Any, ...]]]
+
+
+def _commands(instance: Any) -> _Commands:
+    """Per connection pool: command name -> (operation, metric values), filled as commands are first seen."""
+    pool = getattr(instance, "connection_pool", None)
+    commands: _Commands | None = getattr(pool, _PLANS_ATTR, None)
+    if commands is None:
+        commands = {None: (None, tuple(map(_client_attributes(instance).get, _DURATION_ATTRIBUTES)))}
+        with contextlib.suppress(AttributeError):  # no pool, or a pool with slots: recompute next time
+            setattr(pool, _PLANS_ATTR, commands)
+    return commands
+
+
+def _command(commands: _Commands, name: Any) -> tuple[str | None, tuple[Any, ...]]:
+    operation = name if name == "PIPELINE" else (name.decode() if isinstance(name, bytes) else str(name)).upper()
+    values = (*commands[None][1][:-2], operation, None)
+    if len(commands) < _MAX_COMMANDS:
+        commands[name] = (operation, values)
+    return operation, values
+
+
 def _command_wrapper(
     duration: Histogram, pipeline: bool, is_async: bool, cache: CacheCounter | None = None, bypass: bool = False
 ) -> Callable[..., Any]:
     """``bypass``: contrib's wrapper sits right below this one and may be skipped when unsampled."""
+    record = values_recorder(duration, _DURATION_ATTRIBUTES)
 
     def measure(
         instance: Any, args: tuple[Any, ...], start: float, error: BaseException | None, result: Any = None
     ) -> None:
         try:
-            attributes = _client_attributes(instance)
-            if pipeline:
-                attributes["db.operation.name"] = "PIPELINE"
-            elif args:
-                name = args[0]
-                attributes["db.operation.name"] = (name.decode() if isinstance(name, bytes) else str(name)).upper()
-            if error is not None:
-                attributes["error.type"] = type(error).__qualname__
             elapsed = perf_counter() - start
-            duration.record(elapsed, attributes)
+            commands = _commands(instance)
+            name = "PIPELINE" if pipeline else (args[0] if args else None)
+            entry = commands.get(name)
+            if entry is None:
+                entry = _command(commands, name)
+            operation, values = entry
+            if error is not None:
+                values = (*values[:-1], type(error).__qualname__)
+            record(elapsed, values)
             # --- cache hit/miss and the cache log (see cache.py): successful single commands only
-            if cache is not None and error is None and not pipeline and args:
-                cache.observe(attributes["db.operation.name"], args, result, elapsed)
+            if cache is not None and error is None and not pipeline and operation is not None:
+                cache.observe(operation, args, result, elapsed)
         except Exception:  # noqa: BLE001 - never break a command for telemetry
             _log.debug("otel_setup: redis metric failed", exc_info=True)
 
@@ -132,7 +168,7 @@ def instrument_redis(
         "s",
         "Duration of database client operations.",
         _DB_BUCKETS,
-        ("db.system.name", "db.namespace", "server.address", "server.port", "db.operation.name", "error.type"),
+        _DURATION_ATTRIBUTES,
     )
     targets = (
         (redis.client, "Redis.execute_command", False, False),

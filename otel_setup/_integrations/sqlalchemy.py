@@ -31,9 +31,10 @@ from opentelemetry.metrics import Histogram, MeterProvider
 from opentelemetry.trace import SpanKind, Tracer, TracerProvider
 
 from otel_setup._fastmetrics import histogram as fast_histogram
+from otel_setup._fastmetrics import values_recorder
 from otel_setup._integrations import calllog
 from otel_setup._redaction import redact_text
-from otel_setup._sampling import in_unsampled_span, unsampled_children_dropped
+from otel_setup._sampling import unsampled_children_dropped, unsampled_local
 from otel_setup._spans import record_error
 from otel_setup.version import __version__
 
@@ -42,6 +43,16 @@ __all__ = ["Statement", "instrument_sqlalchemy", "statement_info", "strip_litera
 _log = logging.getLogger("otel_setup")
 _SCOPE_NAME: Final = "otel_setup.sqlalchemy"
 _STATE_ATTR: Final = "_otel_setup_op"
+_PLANS_ATTR: Final = "_otel_setup_plans"
+_DURATION_ATTRIBUTES: Final = (
+    "db.system.name",
+    "db.namespace",
+    "server.address",
+    "server.port",
+    "db.operation.name",
+    "db.collection.name",
+    "error.type",
+)
 _SYSTEMS: Final = {
     "postgresql": "postgresql",
     "sqlite": "sqlite",
@@ -56,10 +67,7 @@ _listeners: list[tuple[str, Any]] = []
 
 
 def _engine_attributes(engine: Any) -> dict[str, Any]:
-    """Per-engine attributes, computed once; never the URL (it may carry a password)."""
-    cached: dict[str, Any] | None = getattr(engine, "_otel_setup_attrs", None)
-    if cached is not None:
-        return cached
+    """Per-engine attributes; never the URL (it may carry a password)."""
     url = engine.url
     backend = url.get_backend_name()
     attributes: dict[str, Any] = {"db.system.name": _SYSTEMS.get(backend, backend)}
@@ -69,8 +77,6 @@ def _engine_attributes(engine: Any) -> dict[str, Any]:
         attributes["server.address"] = url.host
         if url.port:
             attributes["server.port"] = url.port
-    with contextlib.suppress(AttributeError):  # an engine class with slots: recompute next time
-        engine._otel_setup_attrs = attributes
     return attributes
 
 
@@ -147,34 +153,67 @@ def statement_info(statement: str) -> Statement:
     return info
 
 
+class _Plan(NamedTuple):
+    """One statement on one engine: what its telemetry needs, worked out on its first execution."""
+
+    info: Statement
+    engine_attributes: dict[str, Any]
+    metric_attributes: dict[str, Any]
+    values: tuple[Any, ...]
+    """``metric_attributes`` in ``_DURATION_ATTRIBUTES`` order, ``error.type`` left out."""
+    span_name: str
+
+
+def _plan(engine: Any, statement: str) -> _Plan:
+    """A dictionary lookup on the engine after the first execution of a statement."""
+    cached: tuple[dict[str, Any], dict[str, _Plan]] | None = getattr(engine, _PLANS_ATTR, None)
+    if cached is None:
+        cached = (_engine_attributes(engine), {})
+        with contextlib.suppress(AttributeError):  # an engine class with slots: recompute next time
+            setattr(engine, _PLANS_ATTR, cached)
+    engine_attributes, plans = cached
+    plan = plans.get(statement)
+    if plan is None:
+        info = statement_info(statement)
+        metric_attributes = {**engine_attributes, "db.operation.name": info.operation}
+        if info.metric_table:
+            metric_attributes["db.collection.name"] = info.metric_table
+        namespace = engine_attributes.get("db.namespace")
+        plan = _Plan(
+            info,
+            engine_attributes,
+            metric_attributes,
+            tuple(map(metric_attributes.get, _DURATION_ATTRIBUTES)),
+            f"{info.operation} {namespace}" if namespace else info.operation,
+        )
+        if len(plans) < _MAX_STATEMENTS:
+            plans[statement] = plan
+    return plan
+
+
 class _Listeners:
     def __init__(self, tracer: Tracer, duration: Histogram, slow_query_ms: int, skip_unsampled: bool) -> None:
         self.tracer = tracer
         self.skip_unsampled = skip_unsampled
-        self.duration = duration
+        self.record = values_recorder(duration, _DURATION_ATTRIBUTES)
         self.slow_seconds = slow_query_ms / 1000.0
 
     def before(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
         try:
-            engine_attributes = _engine_attributes(conn.engine)
-            info = statement_info(statement)
-            operation = info.operation
-            namespace = engine_attributes.get("db.namespace")
-            if self.skip_unsampled and in_unsampled_span():
-                # The SDK would return a non-recording span; the request's own carries the same trace id for logs.
-                span = trace.get_current_span()
-            else:
-                span = self.tracer.start_span(
-                    f"{operation} {namespace}" if namespace else operation, kind=SpanKind.CLIENT
-                )
-            if span.is_recording():
-                span.set_attributes(engine_attributes)
-                span.set_attribute("db.operation.name", operation)
-                if info.table:
-                    span.set_attribute("db.collection.name", info.table)
-                span.set_attribute("db.query.text", redact_text(statement))
+            plan = _plan(conn.engine, statement)
+            span = trace.get_current_span()
+            if not (self.skip_unsampled and not span.is_recording() and unsampled_local(span.get_span_context())):
+                span = self.tracer.start_span(plan.span_name, kind=SpanKind.CLIENT)
+                if span.is_recording():
+                    span.set_attributes(plan.engine_attributes)
+                    span.set_attribute("db.operation.name", plan.info.operation)
+                    if plan.info.table:
+                        span.set_attribute("db.collection.name", plan.info.table)
+                    span.set_attribute("db.query.text", redact_text(statement))
+            # else: inside an unsampled request the SDK would return a non-recording span;
+            # the request's own carries the same trace id for the query's log line.
             if context is not None:
-                setattr(context, _STATE_ATTR, (span, perf_counter(), info, engine_attributes))
+                setattr(context, _STATE_ATTR, (span, perf_counter(), plan))
         except Exception:  # noqa: BLE001 - never break a query for telemetry
             _log.debug("otel_setup: sqlalchemy before_cursor_execute failed", exc_info=True)
 
@@ -190,24 +229,26 @@ class _Listeners:
             return
         try:
             setattr(context, _STATE_ATTR, None)
-            span, start, info, engine_attributes = state
-            attributes = dict(engine_attributes)
-            attributes["db.operation.name"] = info.operation
-            if info.metric_table:
-                attributes["db.collection.name"] = info.metric_table
-            if error is not None:
-                attributes["error.type"] = type(error).__qualname__
-                if span.is_recording():
-                    span.set_attribute("error.type", type(error).__qualname__)
-                    record_error(span, error, escaped=False)
+            span, start, plan = state
             elapsed = perf_counter() - start
-            self.duration.record(elapsed, attributes)
-            span.end()
+            values = plan.values
+            attributes = plan.metric_attributes
+            recording = span.is_recording()
+            if error is not None:
+                error_type = type(error).__qualname__
+                values = (*values[:-1], error_type)
+                attributes = {**attributes, "error.type": error_type}
+                if recording:
+                    span.set_attribute("error.type", error_type)
+                    record_error(span, error, escaped=False)
+            self.record(elapsed, values)
+            if recording:  # ours: the request's span is never recording here
+                span.end()
             if elapsed >= self.slow_seconds:
                 if calllog.DB.logger.isEnabledFor(logging.WARNING):
-                    _log_query("slow query", logging.WARNING, span, info, attributes, elapsed, cursor)
+                    _log_query("slow query", logging.WARNING, span, plan.info, attributes, elapsed, cursor)
             elif calllog.DB.enabled():
-                _log_query("query", calllog.DB.level, span, info, attributes, elapsed, cursor)
+                _log_query("query", calllog.DB.level, span, plan.info, attributes, elapsed, cursor)
         except Exception:  # noqa: BLE001 - never break a query for telemetry
             _log.debug("otel_setup: sqlalchemy span end failed", exc_info=True)
 
@@ -254,15 +295,7 @@ def instrument_sqlalchemy(
         "s",
         "Duration of database client operations.",
         _DB_BUCKETS,
-        (
-            "db.system.name",
-            "db.namespace",
-            "server.address",
-            "server.port",
-            "db.operation.name",
-            "db.collection.name",
-            "error.type",
-        ),
+        _DURATION_ATTRIBUTES,
     )
     listeners = _Listeners(tracer, duration, slow_query_ms, unsampled_children_dropped(tracer_provider))
     for name, fn in (
