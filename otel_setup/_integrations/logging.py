@@ -44,7 +44,6 @@ Processor = Callable[[Any, str, EventDict], EventDict]
 
 _LEVELS: Final = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 _LEVEL_NAMES: Final = {value: name for name, value in _LEVELS.items()}
-_KNOWN_METHODS: Final = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE", "QUERY")
 _HANDLER_MARK: Final = "_otel_setup_handler"
 _SERVER_LOGGERS: Final = ("uvicorn", "uvicorn.error", "gunicorn.error")
 _ACCESS_LOGGERS: Final = ("uvicorn.access", "gunicorn.access")
@@ -129,8 +128,9 @@ class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg] # generic 
         super().flush()
 
 
-_Waiting = tuple[str, float, int, int, int]
-"""A request line not yet written: its rendered prefix, duration in seconds, clock reading and ids."""
+_Waiting = tuple[str, str, str, str | None, int, str | None, float, int, int, int]
+"""A request line not yet written: level, event, method, route, status, bound context
+variables (rendered), duration in seconds, clock reading and ids."""
 
 
 class FastJsonLine:
@@ -213,8 +213,6 @@ class FastJsonLine:
             or not logger.propagate
         ):
             return False
-        key = (level, event, method, route, status)
-        prefix = self._prefixes.get(key) or self._prefix(key)
         if not trace_id:
             context = trace.get_current_span().get_span_context()
             if context.is_valid:
@@ -223,13 +221,11 @@ class FastJsonLine:
         context_vars = (
             structlog.contextvars.get_contextvars() if getattr(structlog.contextvars, "_CONTEXT_VARS", True) else None
         )
+        bound = None
         if context_vars:
-            # Where merge_contextvars puts them in the full chain: right after the event.
-            extra = {key: self._redactor.value(key, value) for key, value in context_vars.items()}
-            head = len('{"event": ') + len(json.dumps(event))
-            prefix = f"{prefix[:head]}, {json.dumps(extra)[1:-1]}{prefix[head:]}"
+            bound = json.dumps({key: self._redactor.value(key, value) for key, value in context_vars.items()})[1:-1]
         waiting = self._waiting
-        waiting.append((prefix, elapsed, time.time_ns(), trace_id, span_id))
+        waiting.append((level, event, method, route, status, bound, elapsed, time.time_ns(), trace_id, span_id))
         if not self._batching or len(waiting) >= _BATCH or status >= 500 or level in ("warning", "error"):
             self.write_waiting()
         return True
@@ -258,8 +254,15 @@ class FastJsonLine:
     def _render(self, lines: list[_Waiting]) -> str:
         """ISO 8601 UTC timestamps with microseconds, as structlog's TimeStamper renders them."""
         static = self._static_json
+        prefixes = self._prefixes
         rendered = []
-        for prefix, elapsed, clock, trace_id, span_id in lines:
+        for level, event, method, route, status, bound, elapsed, clock, trace_id, span_id in lines:
+            key = (level, event, method, route, status)
+            prefix = prefixes.get(key) or self._prefix(key)
+            if bound:
+                # Where merge_contextvars puts them in the full chain: right after the event.
+                head = len('{"event": ') + len(json.dumps(event))
+                prefix = f"{prefix[:head]}, {bound}{prefix[head:]}"
             second, nanoseconds = divmod(clock, 1_000_000_000)
             if second != self._second:
                 self._second = second
