@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
@@ -93,15 +94,24 @@ def _positive_seconds(limit: float) -> Callable[[object, str], float]:
     return coerce
 
 
-def _milliseconds(value: object, name: str) -> int:
-    allowed = "a whole number of milliseconds between 100 and 3600000"
-    try:
-        number = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else -1
-    except ValueError:
-        raise OtelSetupConfigError(name, value, allowed) from None
-    if not 100 <= number <= 3_600_000:
-        raise OtelSetupConfigError(name, value, allowed)
-    return number
+def _whole_number(low: int, high: int, allowed: str) -> Callable[[object, str], int]:
+    def coerce(value: object, name: str) -> int:
+        try:
+            number = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else low - 1
+        except ValueError:
+            raise OtelSetupConfigError(name, value, allowed) from None
+        if not low <= number <= high:
+            raise OtelSetupConfigError(name, value, allowed)
+        return number
+
+    return coerce
+
+
+_milliseconds: Final = _whole_number(100, 3_600_000, "a whole number of milliseconds between 100 and 3600000")
+_buffer_ms: Final = _whole_number(
+    0, 10_000, "a whole number of milliseconds between 0 (every line written at once) and 10000"
+)
+_positive_int: Final = _whole_number(1, sys.maxsize, "a whole number greater than 0")
 
 
 def _switch_interval(value: object, name: str) -> float:
@@ -115,39 +125,13 @@ def _switch_interval(value: object, name: str) -> float:
     return number
 
 
-def _buffer_ms(value: object, name: str) -> int:
-    allowed = "a whole number of milliseconds between 0 (every line written at once) and 10000"
-    try:
-        number = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else -1
-    except ValueError:
-        raise OtelSetupConfigError(name, value, allowed) from None
-    if not 0 <= number <= 10_000:
-        raise OtelSetupConfigError(name, value, allowed)
-    return number
-
-
-def _positive_int(value: object, name: str) -> int:
-    allowed = "a whole number greater than 0"
-    try:
-        number = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else -1
-    except ValueError:
-        raise OtelSetupConfigError(name, value, allowed) from None
-    if number <= 0:
-        raise OtelSetupConfigError(name, value, allowed)
-    return number
+_port: Final = _whole_number(1, 65535, "a TCP port between 1 and 65535")
 
 
 def _optional_port(value: object, name: str) -> int | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    allowed = "a TCP port between 1 and 65535"
-    try:
-        number = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else -1
-    except ValueError:
-        raise OtelSetupConfigError(name, value, allowed) from None
-    if not 1 <= number <= 65535:
-        raise OtelSetupConfigError(name, value, allowed)
-    return number
+    return _port(value, name)
 
 
 def _choice(choices: Sequence[str]) -> Callable[[object, str], str]:

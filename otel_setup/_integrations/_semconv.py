@@ -4,13 +4,27 @@ Contrib reads ``OTEL_SEMCONV_STABILITY_OPT_IN`` from the environment once and
 defaults to the old conventions, whose server metrics carry ``Host``-derived
 attributes (one series per forged Host header). Rather than write to
 ``os.environ``, the resolved choice is handed to contrib's switch directly.
+
+Attribute lists that more than one integration records live here too.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Final
 
-__all__ = ["use_stable_semconv"]
+__all__ = ["DB_OPERATION_ATTRIBUTES", "use_stable_semconv"]
+
+DB_OPERATION_ATTRIBUTES: Final = (
+    "db.system.name",
+    "db.namespace",
+    "server.address",
+    "server.port",
+    "db.operation.name",
+    "db.collection.name",
+    "error.type",
+)
+"""``db.client.operation.duration``'s attributes in the order its recorders pass their values."""
 
 _log = logging.getLogger("otel_setup")
 

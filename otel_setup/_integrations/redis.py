@@ -23,6 +23,7 @@ from opentelemetry.trace import TracerProvider
 
 from otel_setup._fastmetrics import histogram as fast_histogram
 from otel_setup._fastmetrics import values_recorder
+from otel_setup._integrations._semconv import DB_OPERATION_ATTRIBUTES
 from otel_setup._integrations.cache import CacheCounter
 from otel_setup._sampling import in_unsampled_span, unsampled_children_dropped
 from otel_setup.version import __version__
@@ -33,14 +34,7 @@ _log = logging.getLogger("otel_setup")
 _SCOPE_NAME: Final = "otel_setup.redis"
 _DB_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
 
-_DURATION_ATTRIBUTES: Final = (
-    "db.system.name",
-    "db.namespace",
-    "server.address",
-    "server.port",
-    "db.operation.name",
-    "error.type",
-)
+_DURATION_ATTRIBUTES: Final = DB_OPERATION_ATTRIBUTES  # db.collection.name stays None
 _PLANS_ATTR: Final = "_otel_setup_commands"
 _MAX_COMMANDS: Final = 512
 
@@ -79,7 +73,7 @@ def _commands(instance: Any) -> _Commands:
 
 def _command(commands: _Commands, name: Any) -> tuple[str | None, tuple[Any, ...]]:
     operation = name if name == "PIPELINE" else (name.decode() if isinstance(name, bytes) else str(name)).upper()
-    values = (*commands[None][1][:-2], operation, None)
+    values = (*commands[None][1][:4], operation, None, None)
     if len(commands) < _MAX_COMMANDS:
         commands[name] = (operation, values)
     return operation, values

@@ -33,6 +33,7 @@ from opentelemetry.trace import SpanKind, Tracer, TracerProvider
 from otel_setup._fastmetrics import histogram as fast_histogram
 from otel_setup._fastmetrics import values_recorder
 from otel_setup._integrations import calllog
+from otel_setup._integrations._semconv import DB_OPERATION_ATTRIBUTES
 from otel_setup._redaction import redact_text
 from otel_setup._sampling import unsampled_children_dropped, unsampled_local
 from otel_setup._spans import record_error
@@ -44,15 +45,7 @@ _log = logging.getLogger("otel_setup")
 _SCOPE_NAME: Final = "otel_setup.sqlalchemy"
 _STATE_ATTR: Final = "_otel_setup_op"
 _PLANS_ATTR: Final = "_otel_setup_plans"
-_DURATION_ATTRIBUTES: Final = (
-    "db.system.name",
-    "db.namespace",
-    "server.address",
-    "server.port",
-    "db.operation.name",
-    "db.collection.name",
-    "error.type",
-)
+_DURATION_ATTRIBUTES: Final = DB_OPERATION_ATTRIBUTES
 _SYSTEMS: Final = {
     "postgresql": "postgresql",
     "sqlite": "sqlite",
