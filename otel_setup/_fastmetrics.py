@@ -238,14 +238,27 @@ class FastCounter(FastUpDownCounter):
 class _DictHistogram:
     """The SDK's ``Histogram.record(value, attributes)`` call shape over a :class:`FastHistogram`."""
 
-    __slots__ = ("_histogram", "_names")
+    __slots__ = ("_names", "fast")
 
     def __init__(self, histogram: FastHistogram) -> None:
-        self._histogram = histogram
+        self.fast = histogram
         self._names = histogram.attribute_names
 
     def record(self, amount: float, attributes: Mapping[str, Any] | None = None) -> None:
-        self._histogram.record(amount, tuple(map((attributes or {}).get, self._names)))
+        self.fast.record(amount, tuple(map((attributes or {}).get, self._names)))
+
+
+class _DictCounter:
+    """The SDK's ``Counter.add(amount, attributes)`` call shape over a :class:`FastCounter`."""
+
+    __slots__ = ("_names", "fast")
+
+    def __init__(self, counter: FastUpDownCounter) -> None:
+        self.fast = counter
+        self._names = counter.attribute_names
+
+    def add(self, amount: int, attributes: Mapping[str, Any] | None = None) -> None:
+        self.fast.add(amount, tuple(map((attributes or {}).get, self._names)))
 
 
 def values_recorder(histogram: Any, attribute_names: Sequence[str]) -> Callable[[float, tuple[Any, ...]], None]:
@@ -255,39 +268,25 @@ def values_recorder(histogram: Any, attribute_names: Sequence[str]) -> Callable[
     client) instead of building a mapping per call. Works over the SDK's
     histogram too, for a meter provider that is not the package's.
     """
-    if isinstance(histogram, _DictHistogram):
-        return histogram._histogram.record
-    names = tuple(attribute_names)
-
-    def record(value: float, values: tuple[Any, ...]) -> None:
-        histogram.record(value, {name: v for name, v in zip(names, values, strict=True) if v is not None})
-
-    return record
-
-
-class _DictCounter:
-    """The SDK's ``Counter.add(amount, attributes)`` call shape over a :class:`FastCounter`."""
-
-    __slots__ = ("_counter", "_names")
-
-    def __init__(self, counter: FastUpDownCounter) -> None:
-        self._counter = counter
-        self._names = counter.attribute_names
-
-    def add(self, amount: int, attributes: Mapping[str, Any] | None = None) -> None:
-        self._counter.add(amount, tuple(map((attributes or {}).get, self._names)))
+    return _by_values(histogram, "record", attribute_names)
 
 
 def values_adder(counter: Any, attribute_names: Sequence[str]) -> Callable[[int, tuple[Any, ...]], None]:
     """``add(amount, values)``, the counter twin of :func:`values_recorder`."""
-    if isinstance(counter, _DictCounter):
-        return counter._counter.add
+    return _by_values(counter, "add", attribute_names)
+
+
+def _by_values(instrument: Any, method: str, attribute_names: Sequence[str]) -> Callable[[Any, tuple[Any, ...]], None]:
+    if isinstance(instrument, (_DictHistogram, _DictCounter)):
+        fast: Callable[[Any, tuple[Any, ...]], None] = getattr(instrument.fast, method)
+        return fast
+    call = getattr(instrument, method)
     names = tuple(attribute_names)
 
-    def add(amount: int, values: tuple[Any, ...]) -> None:
-        counter.add(amount, {name: v for name, v in zip(names, values, strict=True) if v is not None})
+    def by_values(amount: Any, values: tuple[Any, ...]) -> None:
+        call(amount, {name: v for name, v in zip(names, values, strict=True) if v is not None})
 
-    return add
+    return by_values
 
 
 _LOCALS: weakref.WeakKeyDictionary[Any, LocalMetrics] = weakref.WeakKeyDictionary()

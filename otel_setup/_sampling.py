@@ -11,7 +11,14 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags, Tracer
 
-__all__ = ["PresetIdGenerator", "RootSpans", "in_unsampled_span", "unsampled_children_dropped", "unsampled_local"]
+__all__ = [
+    "PresetIdGenerator",
+    "RootSpans",
+    "in_unsampled_span",
+    "unsampled_children_dropped",
+    "unsampled_current_span",
+    "unsampled_local",
+]
 
 _LOW_64_BITS = (1 << 64) - 1
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
@@ -98,11 +105,16 @@ def unsampled_local(context: SpanContext) -> bool:
     return context.is_valid and not context.trace_flags.sampled and not context.is_remote
 
 
-def in_unsampled_span() -> bool:
-    """The current span is an unsampled local one that does not record (a request that was not sampled).
+def unsampled_current_span() -> trace.Span | None:
+    """The current span when it is an unsampled local one that does not record (a request that was not sampled).
 
     Not recording matters: a custom sampler's RECORD_ONLY span is unsampled but
     alive, and callers may end the span they get from here.
     """
     span = trace.get_current_span()
-    return unsampled_local(span.get_span_context()) and not span.is_recording()
+    return span if not span.is_recording() and unsampled_local(span.get_span_context()) else None
+
+
+def in_unsampled_span() -> bool:
+    """See :func:`unsampled_current_span`."""
+    return unsampled_current_span() is not None

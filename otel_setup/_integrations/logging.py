@@ -116,17 +116,18 @@ class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg] # generic 
         self.waiting: Callable[[], None] | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        waiting = self.waiting
-        if waiting is not None:
-            waiting()
+        self._write_waiting()
         super().emit(record)
 
     def flush(self) -> None:
         # logging.shutdown() flushes every handler at exit: the last batch goes out there.
+        self._write_waiting()
+        super().flush()
+
+    def _write_waiting(self) -> None:
         waiting = self.waiting
         if waiting is not None:
             waiting()
-        super().flush()
 
 
 _Waiting = tuple[str, str, str, str | None, int, str | None, float, int, int, int]
@@ -292,7 +293,7 @@ class FastJsonLine:
     def forked(self) -> None:
         """In a forked child: the parent writes the lines that were waiting; this process needs its own flusher."""
         self._waiting.clear()
-        if self._batching and not self._stop.is_set():
+        if not self._stop.is_set():  # registered only when batching
             # The parent's flusher may have held the event's lock when the process forked.
             self._stop = threading.Event()
             self._start_flusher()

@@ -26,7 +26,6 @@ import re
 from time import perf_counter
 from typing import Any, Final, NamedTuple
 
-from opentelemetry import trace
 from opentelemetry.metrics import Histogram, MeterProvider
 from opentelemetry.trace import SpanKind, Tracer, TracerProvider
 
@@ -35,7 +34,7 @@ from otel_setup._fastmetrics import values_recorder
 from otel_setup._integrations import calllog
 from otel_setup._integrations._semconv import DB_OPERATION_ATTRIBUTES
 from otel_setup._redaction import redact_text
-from otel_setup._sampling import unsampled_children_dropped, unsampled_local
+from otel_setup._sampling import unsampled_children_dropped, unsampled_current_span
 from otel_setup._spans import record_error
 from otel_setup.version import __version__
 
@@ -194,8 +193,8 @@ class _Listeners:
     def before(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
         try:
             plan = _plan(conn.engine, statement)
-            span = trace.get_current_span()
-            if not (self.skip_unsampled and not span.is_recording() and unsampled_local(span.get_span_context())):
+            span = unsampled_current_span() if self.skip_unsampled else None
+            if span is None:
                 span = self.tracer.start_span(plan.span_name, kind=SpanKind.CLIENT)
                 if span.is_recording():
                     span.set_attributes(plan.engine_attributes)
