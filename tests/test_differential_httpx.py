@@ -20,7 +20,7 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
@@ -327,6 +327,91 @@ def test_no_span_inside_an_unsampled_request_but_context_still_flows() -> None:
     finally:
         telemetry.shutdown()
         reset()
+
+
+@pytest.mark.parametrize(
+    ("trace_state", "with_baggage", "refused"),
+    [("", False, False), ("vendor=abc,other=1", False, False), ("", True, False), ("", False, True)],
+)
+def test_unsampled_child_headers_equal_the_propagators(
+    monkeypatch: pytest.MonkeyPatch, trace_state: str, with_baggage: bool, refused: bool
+) -> None:
+    """The headers written directly for a dropped child are the global propagator's, byte for byte."""
+    from opentelemetry import baggage, propagate, trace
+    from opentelemetry import context as otel_context
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+
+    import otel_setup
+    from otel_setup._configure import reset
+    from otel_setup._integrations import httpx as ours
+    from otel_setup._propagation import refuse_propagation
+
+    monkeypatch.setattr(ours, "getrandbits", lambda bits: 0x1234ABCD)
+    telemetry = otel_setup.configure(sampling_ratio=0.1)
+    try:
+        client = ours._client
+        assert client is not None and client._w3c_only()
+        parent = SpanContext(0xABC, 0xDEF, False, TraceFlags(0), TraceState.from_header([trace_state]))
+        child = SpanContext(0xABC, 0x1234ABCD, False, TraceFlags(0), parent.trace_state)
+        context = otel_context.get_current()
+        if with_baggage:
+            context = baggage.set_baggage("tenant", "guild-7", context)
+        token = otel_context.attach(context)
+        try:
+            with refuse_propagation() if refused else nullcontext():
+                direct: dict[str, str] = {}
+                client._inject_unsampled(direct, parent)
+                expected: dict[str, str] = {}
+                propagate.inject(expected, context=trace.set_span_in_context(NonRecordingSpan(child)))
+        finally:
+            otel_context.detach(token)
+        assert direct == expected
+        assert bool(direct) is not refused
+        if not refused:
+            assert direct["traceparent"] == "00-00000000000000000000000000000abc-000000001234abcd-00"
+            assert ("baggage" in direct) is with_baggage
+            assert direct.get("tracestate", "") == trace_state
+    finally:
+        telemetry.shutdown()
+        reset()
+
+
+def test_other_propagators_keep_the_propagator_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A propagator other than W3C's (B3, Datadog) still decides what an unsampled child sends."""
+    from opentelemetry import propagate
+    from opentelemetry.propagators.textmap import TextMapPropagator
+    from opentelemetry.trace import SpanContext, TraceFlags, get_current_span
+
+    import otel_setup
+    from otel_setup._configure import reset
+    from otel_setup._integrations import httpx as ours
+
+    class VendorPropagator(TextMapPropagator):
+        def extract(self, carrier: Any, context: Any = None, getter: Any = None) -> Any:
+            return context
+
+        def inject(self, carrier: Any, context: Any = None, setter: Any = None) -> None:
+            span_context = get_current_span(context).get_span_context()
+            carrier["x-vendor-trace"] = f"{span_context.trace_id}:{span_context.span_id}"
+
+        @property
+        def fields(self) -> set[str]:
+            return {"x-vendor-trace"}
+
+    previous = propagate.get_global_textmap()
+    propagate.set_global_textmap(VendorPropagator())
+    monkeypatch.setattr(ours, "getrandbits", lambda bits: 77)
+    telemetry = otel_setup.configure(sampling_ratio=0.1)
+    try:
+        client = ours._client
+        assert client is not None and not client._w3c_only()
+        headers: dict[str, str] = {}
+        client._inject_unsampled(headers, SpanContext(5, 6, False, TraceFlags(0)))
+        assert headers == {"x-vendor-trace": "5:77"}
+    finally:
+        telemetry.shutdown()
+        reset()
+        propagate.set_global_textmap(previous)
 
 
 if __name__ == "__main__":

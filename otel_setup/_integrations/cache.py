@@ -89,9 +89,22 @@ def cache_name(key: str, prefixes: Sequence[str]) -> str:
                 return prefix.rstrip(":") or OTHER
         return OTHER
     head, sep, _ = key.partition(":")
-    if sep and 0 < len(head) <= 32 and all(c in _NAMESPACE_CHARS for c in head) and sum(c.isdigit() for c in head) <= 2:
-        return head
-    return OTHER
+    if not sep:
+        return OTHER
+    name = _heads.get(head)
+    if name is None:
+        looks_like_namespace = (
+            0 < len(head) <= 32 and all(c in _NAMESPACE_CHARS for c in head) and sum(c.isdigit() for c in head) <= 2
+        )
+        name = head if looks_like_namespace else OTHER
+        if len(_heads) < _MAX_HEADS:
+            _heads[head] = name
+    return name
+
+
+_heads: dict[str, str] = {}
+"""First key segment -> cache name: a service has few namespaces, and the check is per command."""
+_MAX_HEADS: Final = 1024
 
 
 def key_hash(key: str) -> str:

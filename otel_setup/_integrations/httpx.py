@@ -19,12 +19,18 @@ from random import getrandbits
 from time import perf_counter
 from typing import Any, Final, Protocol
 
+from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
 from opentelemetry.metrics import MeterProvider
+from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from otel_setup._fastmetrics import histogram as fast_histogram
+from otel_setup._fastmetrics import values_recorder
+from otel_setup._propagation import NO_PROPAGATION, GuardedPropagator
 from otel_setup._redaction import DEFAULT_REDACTOR, Redactor
 from otel_setup._sampling import unsampled_children_dropped, unsampled_local
 from otel_setup.version import __version__
@@ -144,10 +150,12 @@ class _ClientCalls:
         self, tracer_provider: TracerProvider, duration: Any, capture_headers: frozenset[str], redactor: Redactor
     ) -> None:
         self.tracer = tracer_provider.get_tracer(*_SCOPE)
-        self.duration = duration
         self.capture_headers = capture_headers
         self.redactor = redactor
         self.skip_unsampled = unsampled_children_dropped(tracer_provider)
+        self.record = values_recorder(duration, _DURATION_ATTRIBUTES)
+        self._textmap: Any = None
+        self._textmap_is_w3c = False
 
     def start(self, request: Any, propagate_context: bool) -> _ClientCall:
         parent = trace.get_current_span().get_span_context()
@@ -157,10 +165,7 @@ class _ClientCalls:
             method = upper if upper in _KNOWN_METHODS else "_OTHER"
         if self.skip_unsampled and unsampled_local(parent):
             if propagate_context:
-                child = SpanContext(
-                    parent.trace_id, getrandbits(64) or 1, False, parent.trace_flags, parent.trace_state
-                )
-                propagate.inject(request.headers, context=trace.set_span_in_context(NonRecordingSpan(child)))
+                self._inject_unsampled(request.headers, parent)
             return _ClientCall(self, method, request.url, None, None)
         span = self.tracer.start_span("HTTP" if method == "_OTHER" else method, kind=SpanKind.CLIENT)
         try:
@@ -173,6 +178,37 @@ class _ClientCalls:
             span.end()
             raise
         return _ClientCall(self, method, request.url, span, otel_context.attach(context))
+
+    def _inject_unsampled(self, headers: Any, parent: SpanContext) -> None:
+        """What the propagator would write for a dropped child of ``parent``: a fresh span id, same flags.
+
+        With the default propagators (W3C trace context and baggage) and no
+        baggage, the header is written directly (``tests/test_differential_httpx.py``
+        compares it with the propagator's); any other propagator gets the child's
+        context to inject as it sees fit.
+        """
+        span_id = getrandbits(64) or 1
+        if self._w3c_only() and not baggage.get_all() and not otel_context.get_value(NO_PROPAGATION):
+            headers["traceparent"] = f"00-{parent.trace_id:032x}-{span_id:016x}-{parent.trace_flags:02x}"
+            if parent.trace_state:
+                headers["tracestate"] = parent.trace_state.to_header()
+            return
+        child = SpanContext(parent.trace_id, span_id, False, parent.trace_flags, parent.trace_state)
+        propagate.inject(headers, context=trace.set_span_in_context(NonRecordingSpan(child)))
+
+    def _w3c_only(self) -> bool:
+        """The global propagator is W3C trace context, optionally with baggage, behind the package's guard."""
+        textmap = propagate.get_global_textmap()
+        if textmap is not self._textmap:
+            self._textmap = textmap
+            inner = textmap.inner if isinstance(textmap, GuardedPropagator) else None
+            parts = getattr(inner, "_propagators", None) if isinstance(inner, CompositePropagator) else None
+            self._textmap_is_w3c = (
+                parts is not None
+                and any(type(part) is TraceContextTextMapPropagator for part in parts)
+                and all(type(part) in _W3C_PROPAGATORS for part in parts)
+            )
+        return self._textmap_is_w3c
 
     def _request_attributes(self, request: Any, method: str) -> dict[str, Any]:
         from opentelemetry.util.http import redact_url
@@ -217,12 +253,11 @@ class _ClientCall:
             status = int(response.status_code)
             version = protocol_version(response) or "1.1"  # httpx's own default, as contrib reports it
             error_type = str(status) if status >= 400 or status < 100 else None
-            attributes = self._metric_attributes()
-            attributes["network.protocol.version"] = version
-            attributes["http.response.status_code"] = status
-            if error_type is not None:
-                attributes["error.type"] = error_type
-            self._calls.duration.record(elapsed, attributes)
+            url = self._url
+            # _DURATION_ATTRIBUTES order; an absent host or a default (omitted) port stays out, as in contrib's points
+            self._calls.record(
+                elapsed, (self._method, url.host or None, url.port or None, version, status, error_type, None)
+            )
             span = self._span
             if span is not None:
                 if span.is_recording():
@@ -249,9 +284,10 @@ class _ClientCall:
             is_error = isinstance(error, Exception)
             error_type = type(error).__qualname__
             if is_error:
-                attributes = self._metric_attributes()
-                attributes["error.type"] = error_type
-                self._calls.duration.record(elapsed, attributes)
+                url = self._url
+                self._calls.record(
+                    elapsed, (self._method, url.host or None, url.port or None, None, None, error_type, None)
+                )
             span = self._span
             if span is not None:
                 if is_error and span.is_recording():
@@ -264,16 +300,6 @@ class _ClientCall:
         finally:
             self._detach()
 
-    def _metric_attributes(self) -> dict[str, Any]:
-        """Method and target; an absent host or a default (omitted) port stays out, as in contrib's points."""
-        url = self._url
-        attributes: dict[str, Any] = {"http.request.method": self._method}
-        if url.host:
-            attributes["server.address"] = url.host
-        if url.port:
-            attributes["server.port"] = url.port
-        return attributes
-
     def _detach(self) -> None:
         if self._token is not None:
             try:
@@ -284,6 +310,7 @@ class _ClientCall:
 
 
 _client: _ClientCalls | None = None
+_W3C_PROPAGATORS: Final = (TraceContextTextMapPropagator, W3CBaggagePropagator)
 
 
 # --- Known APIs (GW2, OpenAI-compatible): their own client spans -------------------------
@@ -374,8 +401,6 @@ def _unwrap_if_unused() -> None:
 
 def _start(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ApiCall | None:
     """The call that observes this request: a known API's, the generic one, a guard, or none."""
-    from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
-
     if not is_http_instrumentation_enabled():
         return None
     request: Any = args[0] if args else kwargs.get("request")

@@ -1,10 +1,21 @@
 """SQLAlchemy client spans and ``db.client.operation.duration``, for every engine.
 
-Listening on the ``Engine`` class rather than patching ``create_engine``
+Listening on the ``Dialect`` class rather than patching ``create_engine``
 covers engines created before ``configure()`` (including modules that did
 ``from sqlalchemy import create_engine`` at import), engines created after it,
 and the sync engine inside every ``AsyncEngine``. The contrib instrumentor is
 not used: it refuses SQLAlchemy 2.1 and, forced, fails to import there.
+
+Not the ``Engine``'s cursor events: with any engine-level listener, every
+connection joins its own event dispatcher to the engine's and walks it at each
+step (connect, begin, execute, rollback); on a request doing one query that
+costs about as much as the listeners themselves (135,000 instructions per
+request, measured). The dialect-level ``do_execute`` events are dispatched
+from the dialect, once per execution. Their listener only finds the dialect:
+on first sight it wraps that dialect instance's ``do_execute``,
+``do_executemany`` and ``do_execute_no_params`` (which SQLAlchemy calls right
+after the listeners, so the first statement is measured too), and those
+wrappers time the driver call and see its exception, if any.
 
 Per statement string (statements are the application's code, so there are few
 of them; the cache is capped anyway) the operation, the table
@@ -23,6 +34,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import weakref
+from collections.abc import Callable
 from time import perf_counter
 from typing import Any, Final, NamedTuple
 
@@ -42,7 +55,6 @@ __all__ = ["Statement", "instrument_sqlalchemy", "statement_info", "strip_litera
 
 _log = logging.getLogger("otel_setup")
 _SCOPE_NAME: Final = "otel_setup.sqlalchemy"
-_STATE_ATTR: Final = "_otel_setup_op"
 _PLANS_ATTR: Final = "_otel_setup_plans"
 _DURATION_ATTRIBUTES: Final = DB_OPERATION_ATTRIBUTES
 _SYSTEMS: Final = {
@@ -56,6 +68,7 @@ _SYSTEMS: Final = {
 _DB_BUCKETS: Final = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
 
 _listeners: list[tuple[str, Any]] = []
+_instrumented: list[_Listeners] = []
 
 
 def _engine_attributes(engine: Any) -> dict[str, Any]:
@@ -183,16 +196,68 @@ def _plan(engine: Any, statement: str) -> _Plan:
     return plan
 
 
+_EXECUTE_METHODS: Final = ("do_execute", "do_executemany", "do_execute_no_params")
+
+
 class _Listeners:
     def __init__(self, tracer: Tracer, duration: Histogram, slow_query_ms: int, skip_unsampled: bool) -> None:
         self.tracer = tracer
         self.skip_unsampled = skip_unsampled
         self.record = values_recorder(duration, _DURATION_ATTRIBUTES)
         self.slow_seconds = slow_query_ms / 1000.0
+        self.dialects: weakref.WeakSet[Any] = weakref.WeakSet()
 
-    def before(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+    def watch(self, *args: Any) -> None:
+        """The dialect-level ``do_execute*`` listener: wraps a dialect's driver calls once; never handles them."""
+        context = args[-1]
+        dialect = getattr(context, "dialect", None)
+        if dialect is None or "do_execute" in vars(dialect):
+            return
         try:
-            plan = _plan(conn.engine, statement)
+            for name in _EXECUTE_METHODS:
+                setattr(dialect, name, self._measured(getattr(dialect, name), name == "do_execute_no_params"))
+            self.dialects.add(dialect)
+        except Exception:  # noqa: BLE001 - a dialect with slots stays unmeasured, its queries unaffected
+            _log.debug("otel_setup: sqlalchemy dialect not instrumented", exc_info=True)
+
+    def _measured(self, original: Callable[..., Any], no_parameters: bool) -> Callable[..., Any]:
+        start, end = self.start, self.end
+
+        def run(cursor: Any, statement: str, arguments: tuple[Any, ...], context: Any) -> Any:
+            state = start(context, statement) if context is not None else None
+            if state is None:
+                return original(cursor, statement, *arguments)
+            try:
+                result = original(cursor, statement, *arguments)
+            except Exception as error:
+                end(state, error, None)
+                raise
+            except BaseException:  # cancelled: the span ends, no duration point (the query did not finish)
+                end(state, None, None, record=False)
+                raise
+            end(state, None, cursor)
+            return result
+
+        if no_parameters:
+
+            def do_execute_no_params(cursor: Any, statement: str, context: Any = None) -> Any:
+                return run(cursor, statement, (context,), context)
+
+            return do_execute_no_params
+
+        def do_execute(cursor: Any, statement: str, parameters: Any, context: Any = None) -> Any:
+            return run(cursor, statement, (parameters, context), context)
+
+        return do_execute
+
+    def start(self, context: Any, statement: str) -> tuple[Any, float, _Plan] | None:
+        try:
+            connection = context.root_connection
+            if "dispatch" not in vars(connection):
+                # A connection that did not join the engine's events: SQLAlchemy's own queries on
+                # a first connect (dialect initialisation); engine-level instrumentations skip them too.
+                return None
+            plan = _plan(connection.engine, statement)
             span = unsampled_current_span() if self.skip_unsampled else None
             if span is None:
                 span = self.tracer.start_span(plan.span_name, kind=SpanKind.CLIENT)
@@ -204,23 +269,15 @@ class _Listeners:
                     span.set_attribute("db.query.text", redact_text(statement))
             # else: inside an unsampled request the SDK would return a non-recording span;
             # the request's own carries the same trace id for the query's log line.
-            if context is not None:
-                setattr(context, _STATE_ATTR, (span, perf_counter(), plan))
+            return span, perf_counter(), plan
         except Exception:  # noqa: BLE001 - never break a query for telemetry
-            _log.debug("otel_setup: sqlalchemy before_cursor_execute failed", exc_info=True)
+            _log.debug("otel_setup: sqlalchemy execute start failed", exc_info=True)
+            return None
 
-    def after(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-        self._end(context, None, cursor)
-
-    def error(self, exception_context: Any) -> None:
-        self._end(exception_context.execution_context, exception_context.original_exception, None)
-
-    def _end(self, context: Any, error: BaseException | None, cursor: Any) -> None:
-        state = getattr(context, _STATE_ATTR, None) if context is not None else None
-        if state is None:
-            return
+    def end(
+        self, state: tuple[Any, float, _Plan], error: BaseException | None, cursor: Any, record: bool = True
+    ) -> None:
         try:
-            setattr(context, _STATE_ATTR, None)
             span, start, plan = state
             elapsed = perf_counter() - start
             values = plan.values
@@ -233,6 +290,10 @@ class _Listeners:
                 if recording:
                     span.set_attribute("error.type", error_type)
                     record_error(span, error, escaped=False)
+            if not record:
+                if recording:
+                    span.end()
+                return
             self.record(elapsed, values)
             if recording:  # ours: the request's span is never recording here
                 span.end()
@@ -243,6 +304,12 @@ class _Listeners:
                 _log_query("query", calllog.DB.level, span, plan.info, attributes, elapsed, cursor)
         except Exception:  # noqa: BLE001 - never break a query for telemetry
             _log.debug("otel_setup: sqlalchemy span end failed", exc_info=True)
+
+    def unwrap(self) -> None:
+        for dialect in list(self.dialects):
+            for name in _EXECUTE_METHODS:
+                vars(dialect).pop(name, None)
+        self.dialects.clear()
 
 
 def _log_query(
@@ -276,7 +343,7 @@ def instrument_sqlalchemy(
         return False
     try:
         from sqlalchemy import event
-        from sqlalchemy.engine import Engine
+        from sqlalchemy.engine.interfaces import Dialect
     except ImportError:
         return False
     tracer = tracer_provider.get_tracer(_SCOPE_NAME, __version__)
@@ -290,13 +357,10 @@ def instrument_sqlalchemy(
         _DURATION_ATTRIBUTES,
     )
     listeners = _Listeners(tracer, duration, slow_query_ms, unsampled_children_dropped(tracer_provider))
-    for name, fn in (
-        ("before_cursor_execute", listeners.before),
-        ("after_cursor_execute", listeners.after),
-        ("handle_error", listeners.error),
-    ):
-        event.listen(Engine, name, fn)
-        _listeners.append((name, fn))
+    for name in _EXECUTE_METHODS:
+        event.listen(Dialect, name, listeners.watch)
+        _listeners.append((name, listeners.watch))
+    _instrumented.append(listeners)
     return True
 
 
@@ -304,8 +368,11 @@ def uninstrument_sqlalchemy() -> None:
     if not _listeners:
         return
     from sqlalchemy import event
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine.interfaces import Dialect
 
     for name, fn in _listeners:
-        event.remove(Engine, name, fn)
+        event.remove(Dialect, name, fn)
     _listeners.clear()
+    for listeners in _instrumented:
+        listeners.unwrap()
+    _instrumented.clear()
