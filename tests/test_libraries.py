@@ -61,6 +61,35 @@ def test_sqlalchemy_sqlite_engine_created_before_configure(otlp_receiver: OtlpRe
     assert point.attributes["db.system.name"] == "sqlite"
 
 
+def test_sqlalchemy_leaves_engine_events_off_and_skips_first_connect_queries(
+    otlp_receiver: OtlpReceiver, postgres_url: str
+) -> None:
+    """Measured at the dialect: connections never join engine-level event dispatch, which costs per connection.
+
+    PostgreSQL's dialect runs its own queries on the first connect (version,
+    schema, settings) with the engine's events off; they stay unmeasured, as
+    with engine-level instrumentation.
+    """
+    from sqlalchemy.engine import Engine
+
+    telemetry = configure(otlp_receiver)
+    engine = create_engine(postgres_url)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+            assert not Engine._has_events and not engine._has_events
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 2"))
+    finally:
+        engine.dispose()
+        telemetry.force_flush(5.0)
+    assert otlp_receiver.wait_for(lambda r: len([s for s in r.spans() if s.kind == "CLIENT"]) >= 2)
+    queries = [s.attributes["db.query.text"] for s in otlp_receiver.spans() if s.kind == "CLIENT"]
+    assert queries == ["SELECT 1", "SELECT 2"], queries
+    (point,) = points(otlp_receiver, "db.client.operation.duration")
+    assert point.count == 2 and point.attributes["db.system.name"] == "postgresql"
+
+
 def test_sqlalchemy_postgres_sync_and_async(otlp_receiver: OtlpReceiver, postgres_url: str, conflicts: None) -> None:
     telemetry = configure(otlp_receiver)
     engine = create_engine(postgres_url)
