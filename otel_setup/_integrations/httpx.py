@@ -22,7 +22,7 @@ from typing import Any, Final, Protocol
 from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
-from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
+from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled, suppress_http_instrumentation
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode, TracerProvider
@@ -30,7 +30,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from otel_setup._fastmetrics import histogram as fast_histogram
 from otel_setup._fastmetrics import values_recorder
-from otel_setup._propagation import NO_PROPAGATION, GuardedPropagator
+from otel_setup._propagation import NO_PROPAGATION, GuardedPropagator, refuse_propagation
 from otel_setup._redaction import DEFAULT_REDACTOR, Redactor
 from otel_setup._sampling import unsampled_children_dropped, unsampled_local
 from otel_setup.version import __version__
@@ -453,10 +453,6 @@ class _Guarded:
     __slots__ = ("_call", "_mark")
 
     def __init__(self, call: ApiCall | None, mark: str) -> None:
-        from opentelemetry.instrumentation.utils import suppress_http_instrumentation
-
-        from otel_setup._propagation import refuse_propagation
-
         self._call = call
         self._mark = suppress_http_instrumentation() if mark == _SUPPRESS_HTTP else refuse_propagation()
         self._mark.__enter__()

@@ -67,7 +67,6 @@ _SYSTEMS: Final = {
 }
 _DB_BUCKETS: Final = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
 
-_listeners: list[tuple[str, Any]] = []
 _instrumented: list[_Listeners] = []
 
 
@@ -290,13 +289,12 @@ class _Listeners:
                 if recording:
                     span.set_attribute("error.type", error_type)
                     record_error(span, error, escaped=False)
-            if not record:
-                if recording:
-                    span.end()
-                return
-            self.record(elapsed, values)
+            if record:
+                self.record(elapsed, values)
             if recording:  # ours: the request's span is never recording here
                 span.end()
+            if not record:
+                return
             if elapsed >= self.slow_seconds:
                 if calllog.DB.logger.isEnabledFor(logging.WARNING):
                     _log_query("slow query", logging.WARNING, span, plan.info, attributes, elapsed, cursor)
@@ -339,7 +337,7 @@ def instrument_sqlalchemy(
     *, tracer_provider: TracerProvider, meter_provider: MeterProvider, slow_query_ms: int = 200
 ) -> bool:
     """Listen on every engine; returns False when SQLAlchemy is absent or already listened to."""
-    if _listeners:
+    if _instrumented:
         return False
     try:
         from sqlalchemy import event
@@ -359,20 +357,18 @@ def instrument_sqlalchemy(
     listeners = _Listeners(tracer, duration, slow_query_ms, unsampled_children_dropped(tracer_provider))
     for name in _EXECUTE_METHODS:
         event.listen(Dialect, name, listeners.watch)
-        _listeners.append((name, listeners.watch))
     _instrumented.append(listeners)
     return True
 
 
 def uninstrument_sqlalchemy() -> None:
-    if not _listeners:
+    if not _instrumented:
         return
     from sqlalchemy import event
     from sqlalchemy.engine.interfaces import Dialect
 
-    for name, fn in _listeners:
-        event.remove(Dialect, name, fn)
-    _listeners.clear()
     for listeners in _instrumented:
+        for name in _EXECUTE_METHODS:
+            event.remove(Dialect, name, listeners.watch)
         listeners.unwrap()
     _instrumented.clear()
