@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import io
 import json
 import logging
 import subprocess
@@ -17,6 +19,8 @@ import httpx
 import pytest
 import structlog
 from fastapi import FastAPI, HTTPException
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import otel_setup
 from otel_setup import OtelSetupConfigError
@@ -507,3 +511,36 @@ def test_otlp_log_records_carry_the_event_as_body_and_its_fields_as_typed_attrib
     assert records["retry failed"].attributes["exception.type"] == "ZeroDivisionError"
     assert records["object value"].attributes["session_token"] == "REDACTED"
     assert "after the unprintable one" in records  # the unprintable record is dropped, the log call did not raise
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    elapsed=st.one_of(
+        st.floats(min_value=0.0, max_value=10_000.0, allow_nan=False),
+        st.integers(min_value=0, max_value=10**9).map(lambda microseconds: microseconds / 1e6),
+    ),
+    clock=st.integers(min_value=0, max_value=4_000_000_000 * 10**9),
+    ids=st.tuples(st.integers(min_value=0, max_value=2**128 - 1), st.integers(min_value=1, max_value=2**64 - 1)),
+)
+def test_direct_request_line_renders_duration_timestamp_and_ids_as_the_processor_chain_does(
+    elapsed: float, clock: int, ids: tuple[int, int]
+) -> None:
+    """The direct path formats numbers its own (cheaper) way; the text must be what structlog writes."""
+    from otel_setup._integrations.logging import FastJsonLine, StdoutHandler
+
+    stream = io.StringIO()
+    line = FastJsonLine(StdoutHandler(stream), {"service.name": "100% svc"})
+    trace_id, span_id = ids
+    (rendered,) = line._render([("info", "request", "GET", "/r", 200, None, elapsed, clock, trace_id, span_id)])
+    parsed = json.loads(rendered)
+    assert rendered.endswith("}\n") and parsed["service.name"] == "100% svc"
+    text = rendered.split('"duration_ms": ', 1)[1].split(",", 1)[0]
+    assert text == repr(round(elapsed * 1000.0, 3))
+    second, nanoseconds = divmod(clock, 1_000_000_000)
+    stamp = datetime.datetime.fromtimestamp(second, datetime.UTC).replace(microsecond=nanoseconds // 1000)
+    # Always six digits of microseconds; structlog's isoformat() drops them when they are all zero.
+    assert parsed["timestamp"] == stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if trace_id:
+        assert (parsed["trace_id"], parsed["span_id"]) == (f"{trace_id:032x}", f"{span_id:016x}")
+    else:
+        assert "trace_id" not in parsed and "span_id" not in parsed

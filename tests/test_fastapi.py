@@ -324,3 +324,51 @@ def test_configure_inside_lifespan(otlp_receiver: OtlpReceiver) -> None:
         assert client.get("/health").status_code == 200
     assert otlp_receiver.wait_for(lambda r: len(server_spans(r)) == 1)
     assert server_spans(otlp_receiver)[0].name == "GET /ping"
+
+
+def test_request_span_is_made_current_as_the_context_api_would_and_other_runtimes_keep_the_api(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext
+
+    from otel_setup._context import SpanActivation
+
+    span = NonRecordingSpan(SpanContext(0x1F, 0x2F, is_remote=False))
+    api_attach, api_detach = otel_context.attach, otel_context.detach
+    outer = otel_context.attach(otel_context.set_value("tenant", "t-1"))
+    try:
+        direct = SpanActivation()
+        assert direct.var is not None, "the default runtime context takes the direct path"
+        expected = dict(trace.set_span_in_context(span))
+        token = direct.attach(span)
+        assert trace.get_current_span() is span
+        assert dict(otel_context.get_current()) == expected, "the outer context's values are kept"
+        direct.detach(token)
+        assert otel_context.get_value("tenant") == "t-1" and not trace.get_current_span().is_recording()
+        parent = trace.set_span_in_context(NonRecordingSpan(SpanContext(0x3F, 0x4F, is_remote=True)))
+        token = direct.attach(span, parent)
+        assert dict(otel_context.get_current()) == dict(trace.set_span_in_context(span, parent))
+        direct.detach(token)
+
+        attached: list[object] = []
+
+        class Wrapped:
+            def __init__(self, inner: object) -> None:
+                self.inner = inner
+
+        def custom_attach(context: Any) -> Any:
+            attached.append(context)
+            return Wrapped(api_attach(context))
+
+        monkeypatch.setattr(otel_context, "attach", custom_attach)
+        monkeypatch.setattr(otel_context, "detach", lambda token: api_detach(token.inner))
+        fallback = SpanActivation()
+        assert fallback.var is None, "a runtime whose tokens are not ContextVar tokens"
+        token = fallback.attach(span)
+        assert trace.get_current_span() is span and attached[-1] is otel_context.get_current()
+        fallback.detach(token)
+        assert trace.get_current_span() is not span
+    finally:
+        api_detach(outer)

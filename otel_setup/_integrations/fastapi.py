@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any, Final
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from otel_setup._context import SpanActivation
 from otel_setup._fastmetrics import FastHistogram, FastUpDownCounter, LocalMetrics
 from otel_setup._providers import DURATION_BUCKETS
 from otel_setup._redaction import redact_query
@@ -191,6 +191,7 @@ class ServerTelemetryMiddleware:
         self._roots = hooks.roots
         self._capture_headers = hooks.capture_headers  # allow-listed, sanitised request headers (off: None)
         self._timing_headers = hooks.server_timing or hooks.response_time_header
+        self._activation = SpanActivation()
         self._expose_names = b", ".join(
             name
             for name, on in ((b"Server-Timing", hooks.server_timing), (b"X-Response-Time", hooks.response_time_header))
@@ -268,7 +269,7 @@ class ServerTelemetryMiddleware:
             span.set_attributes(_request_attributes(scope, method, raw_method, scheme, user_agent))
             if self._capture_headers is not None:  # header capture: off by default
                 span.set_attributes(self._capture_headers(scope))
-        token = otel_context.attach(trace.set_span_in_context(span, parent_context))
+        token = self._activation.attach(span, parent_context)
         self._active.add(1, active_key)
 
         status_code = 0
@@ -293,7 +294,7 @@ class ServerTelemetryMiddleware:
             raise
         finally:
             self._finish(scope, span, recording, method, scheme, status_code, error, start, active_key)
-            otel_context.detach(token)
+            self._activation.detach(token)
 
     def _finish(  # noqa: PLR0912 - every branch is one attribute of the finished request
         self,

@@ -257,10 +257,14 @@ class FastJsonLine:
         """ISO 8601 UTC timestamps with microseconds, as structlog's TimeStamper renders them.
 
         Lines stay separate strings, written with one ``writev``: no batch-sized
-        buffer is allocated and copied.
+        buffer is allocated and copied. One ``%`` per line: on this path printf
+        formatting of the ids and the duration costs half what f-strings do.
         """
         static = self._static_json
         prefixes = self._prefixes
+        without_ids = '%s%s, "timestamp": "%s.%06dZ"' + static.replace("%", "%%")
+        with_ids = without_ids + ', "trace_id": "%032x", "span_id": "%016x"}\n'
+        without_ids += "}\n"
         rendered = []
         for level, event, method, route, status, bound, elapsed, clock, trace_id, span_id in lines:
             key = (level, event, method, route, status)
@@ -273,11 +277,15 @@ class FastJsonLine:
             if second != self._second:
                 self._second = second
                 self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            ids = f', "trace_id": "{trace_id:032x}", "span_id": "{span_id:016x}"' if trace_id else ""
-            rendered.append(
-                f'{prefix}{round(elapsed * 1000.0, 3)!r}, "timestamp": "{self._second_text}.{nanoseconds // 1000:06d}Z"'
-                f"{static}{ids}}}\n"
-            )
+            # repr(round(ms, 3)), as the full chain renders it, for a third of the cost.
+            duration = ("%.3f" % (elapsed * 1000.0)).rstrip("0")
+            if duration[-1] == ".":
+                duration += "0"
+            if trace_id:
+                line = with_ids % (prefix, duration, self._second_text, nanoseconds // 1000, trace_id, span_id)
+            else:
+                line = without_ids % (prefix, duration, self._second_text, nanoseconds // 1000)
+            rendered.append(line)
         return rendered
 
     def _start_flusher(self) -> None:
