@@ -39,6 +39,7 @@ __all__ = [
     "FastCounter",
     "FastHistogram",
     "FastUpDownCounter",
+    "InFlight",
     "LocalMetrics",
     "attach",
     "counter",
@@ -178,14 +179,70 @@ class FastUpDownCounter:
         )
 
 
+class InFlight:
+    """How many requests are in progress, per series: ``http.server.active_requests``.
+
+    Each series is a list holding one entry per request in flight. ``append``
+    when a request starts and ``pop`` when it ends are single C calls, atomic
+    under the GIL, so the request path runs no Python frame and takes no lock
+    for it; collection reads the lengths. The points are those of an
+    UpDownCounter fed +1 and -1, series at zero included.
+    """
+
+    def __init__(self, name: str, unit: str, description: str, attribute_names: Sequence[str]) -> None:
+        self.name = name
+        self.unit = unit
+        self.description = description
+        self.attribute_names = tuple(attribute_names)
+        self.series: dict[tuple[Any, ...], list[None]] = {}
+        """Read by the request path; written only by :meth:`series_for`."""
+        self._lock = threading.Lock()
+        self._start = time_ns()
+
+    def series_for(self, key: tuple[Any, ...]) -> list[None]:
+        """The list for ``key``, created on first use (the overflow series past the cardinality limit)."""
+        with self._lock:
+            series = self.series.get(key)
+            if series is None:
+                if len(self.series) >= CARDINALITY_LIMIT:
+                    key = _OVERFLOW
+                    series = self.series.get(key)
+                if series is None:
+                    series = self.series[key] = []
+            return series
+
+    def collect(self, now: int) -> Metric | None:
+        with self._lock:
+            snapshot = [(key, len(series)) for key, series in self.series.items()]
+        if not snapshot:
+            return None
+        points = [
+            NumberDataPoint(
+                attributes={"otel.metric.overflow": True}
+                if key == _OVERFLOW
+                else {n: v for n, v in zip(self.attribute_names, key, strict=True) if v is not None},
+                start_time_unix_nano=self._start,
+                time_unix_nano=now,
+                value=value,
+            )
+            for key, value in snapshot
+        ]
+        return Metric(
+            name=self.name,
+            description=self.description,
+            unit=self.unit,
+            data=Sum(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE, is_monotonic=False),
+        )
+
+
 class LocalMetrics:
     """The fast instruments of one instrumentation scope, collected with the SDK's."""
 
     def __init__(self) -> None:
-        self._scopes: list[tuple[InstrumentationScope, list[FastHistogram | FastUpDownCounter]]] = []
+        self._scopes: list[tuple[InstrumentationScope, list[FastHistogram | FastUpDownCounter | InFlight]]] = []
         self._lock = threading.Lock()
 
-    def register(self, scope_name: str, version: str, instrument: FastHistogram | FastUpDownCounter) -> None:
+    def register(self, scope_name: str, version: str, instrument: FastHistogram | FastUpDownCounter | InFlight) -> None:
         with self._lock:
             for scope, instruments in self._scopes:
                 if scope.name == scope_name:

@@ -372,3 +372,58 @@ def test_request_span_is_made_current_as_the_context_api_would_and_other_runtime
         assert trace.get_current_span() is not span
     finally:
         api_detach(outer)
+
+
+def test_active_requests_count_what_is_in_flight_and_return_to_zero_after_errors(otlp_receiver: OtlpReceiver) -> None:
+    app = make_app()
+    release = asyncio.Event()
+    entered: list[int] = []
+
+    @app.get("/slow/{n}")
+    async def slow(n: int) -> dict[str, int]:
+        entered.append(n)
+        await release.wait()
+        return {"n": n}
+
+    otel_setup.configure(app, otlp_endpoint=otlp_receiver.endpoint, sampling_ratio=0.0)
+
+    def active(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line.startswith("http_server_active_requests{")]
+
+    async def run() -> tuple[list[str], list[str], list[int]]:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            held = [asyncio.create_task(client.get(f"/slow/{n}")) for n in range(3)]
+            while len(entered) < 3:
+                await asyncio.sleep(0.001)
+            during = active((await client.get("/metrics")).text)
+            release.set()
+            statuses = [(await task).status_code for task in held]
+            statuses += [(await client.get(path)).status_code for path in ("/boom", "/missing", "/items/1")]
+            after = active((await client.get("/metrics")).text)
+            return during, after, statuses
+
+    during, after, statuses = asyncio.run(run())
+    assert statuses == [200, 200, 200, 500, 404, 200]
+    assert len(during) == 1 and 'http_request_method="GET"' in during[0] and 'url_scheme="http"' in during[0]
+    assert during[0].endswith(" 3.0"), "three requests held in the handler, /metrics itself not counted"
+    assert len(after) == 1 and after[0].endswith(" 0.0"), "every request, failed ones included, left the count"
+
+
+def test_in_flight_series_past_the_cardinality_limit_share_the_overflow_series() -> None:
+    from otel_setup._fastmetrics import CARDINALITY_LIMIT, InFlight
+
+    in_flight = InFlight("http.server.active_requests", "{request}", "", ("http.request.method", "url.scheme"))
+    for index in range(CARDINALITY_LIMIT):
+        in_flight.series_for(("GET", f"s{index}"))
+    first, second = in_flight.series_for(("GET", "late-1")), in_flight.series_for(("GET", "late-2"))
+    assert first is second
+    first.append(None)
+    second.append(None)
+    in_flight.series_for(("GET", "s0")).append(None)
+    metric = in_flight.collect(1)
+    assert metric is not None
+    values = {tuple(sorted(p.attributes.items())): p.value for p in metric.data.data_points}
+    assert values[(("otel.metric.overflow", True),)] == 2
+    assert values[(("http.request.method", "GET"), ("url.scheme", "s0"))] == 1
+    assert len(values) == CARDINALITY_LIMIT + 1

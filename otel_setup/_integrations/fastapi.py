@@ -28,7 +28,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer, Trac
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from otel_setup._context import SpanActivation
-from otel_setup._fastmetrics import FastHistogram, FastUpDownCounter, LocalMetrics
+from otel_setup._fastmetrics import FastHistogram, InFlight, LocalMetrics
 from otel_setup._providers import DURATION_BUCKETS
 from otel_setup._redaction import redact_query
 from otel_setup._sampling import RootSpans
@@ -170,13 +170,14 @@ class ServerTelemetryMiddleware:
         *,
         tracer: Tracer,
         duration: FastHistogram,
-        active: FastUpDownCounter,
+        active: InFlight,
         hooks: ServerHooks,
     ) -> None:
         self.app = app
         self._tracer = tracer
         self._duration = duration
         self._active = active
+        self._active_series = active.series
         # Unpacked into attributes once: the request path reads them every time.
         self._excluded_paths = hooks.excluded_paths
         self._excluded_patterns = hooks.excluded_patterns
@@ -227,7 +228,6 @@ class ServerTelemetryMiddleware:
         raw_method: str = scope["method"]
         method = raw_method if raw_method in KNOWN_METHODS else "_OTHER"
         scheme: str = scope.get("scheme", "http")
-        active_key = (method, scheme)
 
         parent = None
         user_agent: str | None = None
@@ -270,7 +270,10 @@ class ServerTelemetryMiddleware:
             if self._capture_headers is not None:  # header capture: off by default
                 span.set_attributes(self._capture_headers(scope))
         token = self._activation.attach(span, parent_context)
-        self._active.add(1, active_key)
+        in_flight = self._active_series.get((method, scheme))
+        if in_flight is None:
+            in_flight = self._active.series_for((method, scheme))
+        in_flight.append(None)
 
         status_code = 0
         timing_headers = self._timing_headers
@@ -293,7 +296,7 @@ class ServerTelemetryMiddleware:
             error = exc
             raise
         finally:
-            self._finish(scope, span, recording, method, scheme, status_code, error, start, active_key)
+            self._finish(scope, span, recording, method, scheme, status_code, error, start, in_flight)
             self._activation.detach(token)
 
     def _finish(  # noqa: PLR0912 - every branch is one attribute of the finished request
@@ -306,10 +309,11 @@ class ServerTelemetryMiddleware:
         status_code: int,
         error: BaseException | None,
         start: float,
-        active_key: tuple[str, str],
+        in_flight: list[None],
     ) -> None:
         try:
             elapsed = perf_counter() - start
+            in_flight.pop()
             if error is not None and status_code == 0:
                 status_code = 500
             route = _route_template(scope)
@@ -331,7 +335,6 @@ class ServerTelemetryMiddleware:
                 context.trace_id if recording else 0,
                 context.span_id if recording else 0,
             )
-            self._active.add(-1, active_key)
             if self._request_log is not None:
                 self._request_log(method, route, status_code, elapsed, context.trace_id, context.span_id)
             if (
@@ -470,7 +473,7 @@ def instrument_app(
         DURATION_BUCKETS,
         SERVER_DURATION_ATTRIBUTES,
     )
-    active = FastUpDownCounter(
+    active = InFlight(
         "http.server.active_requests",
         "{request}",
         "Number of active HTTP server requests.",
