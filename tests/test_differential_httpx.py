@@ -343,6 +343,7 @@ def test_unsampled_child_headers_equal_the_propagators(
 
     import otel_setup
     from otel_setup._configure import reset
+    from otel_setup._context import holds_only_a_span
     from otel_setup._integrations import httpx as ours
     from otel_setup._propagation import refuse_propagation
 
@@ -353,14 +354,17 @@ def test_unsampled_child_headers_equal_the_propagators(
         assert client is not None and client._w3c_only()
         parent = SpanContext(0xABC, 0xDEF, False, TraceFlags(0), TraceState.from_header([trace_state]))
         child = SpanContext(0xABC, 0x1234ABCD, False, TraceFlags(0), parent.trace_state)
-        context = otel_context.get_current()
+        # Inside a request: the request's (unsampled) span is current.
+        context = trace.set_span_in_context(NonRecordingSpan(parent), otel_context.get_current())
         if with_baggage:
             context = baggage.set_baggage("tenant", "guild-7", context)
         token = otel_context.attach(context)
         try:
             with refuse_propagation() if refused else nullcontext():
+                plain = holds_only_a_span(otel_context.get_current())
+                assert plain is not (with_baggage or refused), "the one-lookup path only for a span-only context"
                 direct: dict[str, str] = {}
-                client._inject_unsampled(direct, parent)
+                client._inject_unsampled(direct, parent, plain)
                 expected: dict[str, str] = {}
                 propagate.inject(expected, context=trace.set_span_in_context(NonRecordingSpan(child)))
         finally:
@@ -406,7 +410,7 @@ def test_other_propagators_keep_the_propagator_path(monkeypatch: pytest.MonkeyPa
         client = ours._client
         assert client is not None and not client._w3c_only()
         headers: dict[str, str] = {}
-        client._inject_unsampled(headers, SpanContext(5, 6, False, TraceFlags(0)))
+        client._inject_unsampled(headers, SpanContext(5, 6, False, TraceFlags(0)), True)
         assert headers == {"x-vendor-trace": "5:77"}
     finally:
         telemetry.shutdown()

@@ -22,12 +22,14 @@ from typing import Any, Final, Protocol
 from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled, suppress_http_instrumentation
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from otel_setup._context import holds_only_a_span
 from otel_setup._fastmetrics import histogram as fast_histogram
 from otel_setup._fastmetrics import values_recorder
 from otel_setup._propagation import NO_PROPAGATION, GuardedPropagator, refuse_propagation
@@ -157,16 +159,17 @@ class _ClientCalls:
         self._textmap: Any = None
         self._textmap_is_w3c = False
 
-    def start(self, request: Any, propagate_context: bool) -> _ClientCall:
-        parent = trace.get_current_span().get_span_context()
+    def start(self, request: Any, propagate_context: bool, host: Any, plain: Context | None) -> _ClientCall:
+        """``plain``: the current context when it holds only a span (see :func:`holds_only_a_span`)."""
+        parent = trace.get_current_span(plain).get_span_context()
         method = request.method
         if method not in _KNOWN_METHODS:
             upper = method.strip().upper()
             method = upper if upper in _KNOWN_METHODS else "_OTHER"
         if self.skip_unsampled and unsampled_local(parent):
             if propagate_context:
-                self._inject_unsampled(request.headers, parent)
-            return _ClientCall(self, method, request.url, None, None)
+                self._inject_unsampled(request.headers, parent, plain is not None)
+            return _ClientCall(self, method, request.url, host, None, None)
         span = self.tracer.start_span("HTTP" if method == "_OTHER" else method, kind=SpanKind.CLIENT)
         try:
             if span.is_recording():
@@ -177,9 +180,9 @@ class _ClientCalls:
         except BaseException:
             span.end()
             raise
-        return _ClientCall(self, method, request.url, span, otel_context.attach(context))
+        return _ClientCall(self, method, request.url, host, span, otel_context.attach(context))
 
-    def _inject_unsampled(self, headers: Any, parent: SpanContext) -> None:
+    def _inject_unsampled(self, headers: Any, parent: SpanContext, plain: bool) -> None:
         """What the propagator would write for a dropped child of ``parent``: a fresh span id, same flags.
 
         With the default propagators (W3C trace context and baggage) and no
@@ -188,7 +191,7 @@ class _ClientCalls:
         context to inject as it sees fit.
         """
         span_id = getrandbits(64) or 1
-        if self._w3c_only() and not baggage.get_all() and not otel_context.get_value(NO_PROPAGATION):
+        if self._w3c_only() and (plain or (not baggage.get_all() and not otel_context.get_value(NO_PROPAGATION))):
             headers["traceparent"] = f"00-{parent.trace_id:032x}-{span_id:016x}-{parent.trace_flags:02x}"
             if parent.trace_state:
                 headers["tracestate"] = parent.trace_state.to_header()
@@ -236,12 +239,13 @@ class _ClientCalls:
 
 
 class _ClientCall:
-    __slots__ = ("_calls", "_method", "_span", "_start", "_token", "_url")
+    __slots__ = ("_calls", "_host", "_method", "_span", "_start", "_token", "_url")
 
-    def __init__(self, calls: _ClientCalls, method: str, url: Any, span: Span | None, token: Any) -> None:
+    def __init__(self, calls: _ClientCalls, method: str, url: Any, host: Any, span: Span | None, token: Any) -> None:
         self._calls = calls
         self._method = method
         self._url = url
+        self._host = host
         self._span = span
         self._token = token
         self._start = perf_counter()
@@ -253,10 +257,9 @@ class _ClientCall:
             status = int(response.status_code)
             version = protocol_version(response) or "1.1"  # httpx's own default, as contrib reports it
             error_type = str(status) if status >= 400 or status < 100 else None
-            url = self._url
             # _DURATION_ATTRIBUTES order; an absent host or a default (omitted) port stays out, as in contrib's points
             self._calls.record(
-                elapsed, (self._method, url.host or None, url.port or None, version, status, error_type, None)
+                elapsed, (self._method, self._host or None, self._url.port or None, version, status, error_type, None)
             )
             span = self._span
             if span is not None:
@@ -284,9 +287,8 @@ class _ClientCall:
             is_error = isinstance(error, Exception)
             error_type = type(error).__qualname__
             if is_error:
-                url = self._url
                 self._calls.record(
-                    elapsed, (self._method, url.host or None, url.port or None, None, None, error_type, None)
+                    elapsed, (self._method, self._host or None, self._url.port or None, None, None, error_type, None)
                 )
             span = self._span
             if span is not None:
@@ -401,9 +403,12 @@ def _unwrap_if_unused() -> None:
 
 def _start(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ApiCall | None:
     """The call that observes this request: a known API's, the generic one, a guard, or none."""
-    if not is_http_instrumentation_enabled():
+    context = otel_context.get_current()
+    plain = holds_only_a_span(context)
+    if not plain and not is_http_instrumentation_enabled():
         return None
     request: Any = args[0] if args else kwargs.get("request")
+    host = None
     try:
         allows = _propagation_allows
         host = request.url.host
@@ -430,7 +435,7 @@ def _start(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ApiCall | None:
         # through the guarded global propagator, which this mark silences.
         return None if allowed else _Guarded(None, _NO_PROPAGATION)
     try:
-        return client.start(request, allowed)
+        return client.start(request, allowed, host, context if plain else None)
     except Exception:  # noqa: BLE001
         _log.debug("otel_setup: httpx telemetry failed to start", exc_info=True)
         return None
