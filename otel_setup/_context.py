@@ -1,30 +1,55 @@
-"""Making the request's span current without the context API's eight Python calls.
+"""The current context in one C call, and the request's span made current in another.
 
-``context.attach(trace.set_span_in_context(span))`` and ``context.detach``
-cost about twice what setting a ``ContextVar`` does. With the default runtime
-context (a ``ContextVar`` holding immutable ``Context`` dicts) the same result
-is one ``set`` and one ``reset`` of that variable. The variable and the span's
-key are learnt once through the public API (the token ``attach`` returns
-names its variable), never from private attributes; any other runtime
-context (``OTEL_PYTHON_CONTEXT``) keeps the API path.
+``context.attach(trace.set_span_in_context(span))``, ``context.detach`` and
+``context.get_current()`` go through two or three Python frames each; with
+the default runtime context (a ``ContextVar`` holding immutable ``Context``
+dicts) each is one method of that variable. The variable and the span's key
+are learnt once through the public API (the token ``attach`` returns names
+its variable), never from private attributes; any other runtime context
+(``OTEL_PYTHON_CONTEXT``) keeps the API path.
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
+from collections.abc import Callable
 from typing import Any, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 
-__all__ = ["SPAN_KEY", "SpanActivation", "holds_only_a_span"]
+__all__ = ["SPAN_KEY", "SpanActivation", "current_context", "holds_only_a_span"]
 
 _log = logging.getLogger("otel_setup")
 
 SPAN_KEY: Final = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
 """The context key of the current span, as the trace API stores it."""
+
+
+def runtime_variable() -> contextvars.ContextVar[Context] | None:
+    """The ``ContextVar`` behind ``attach``/``get_current``, when the runtime context is one."""
+    probe = Context({SPAN_KEY: trace.INVALID_SPAN})
+    token: Any = otel_context.attach(probe)
+    try:
+        var = getattr(token, "var", None)
+        if (
+            isinstance(token, contextvars.Token)
+            and isinstance(var, contextvars.ContextVar)
+            and var.get() is probe
+            and otel_context.get_current() is probe
+        ):
+            return var
+        return None
+    finally:
+        otel_context.detach(token)
+
+
+_VARIABLE: Final = runtime_variable()
+
+current_context: Callable[[], Context] = _VARIABLE.get if _VARIABLE is not None else otel_context.get_current
+"""``opentelemetry.context.get_current``, without its Python frames when the runtime allows."""
 
 
 def holds_only_a_span(context: Context) -> bool:
@@ -37,26 +62,13 @@ def holds_only_a_span(context: Context) -> bool:
 
 
 class SpanActivation:
-    """``var`` and ``key`` when the direct path is safe, else ``var`` is None and callers use the API."""
+    """``attach``/``detach`` of a span; ``var`` is None when the API path must be taken."""
 
     __slots__ = ("key", "var")
 
-    def __init__(self) -> None:
+    def __init__(self, var: contextvars.ContextVar[Context] | None = _VARIABLE) -> None:
         self.key: str = SPAN_KEY
-        self.var: contextvars.ContextVar[Context] | None = None
-        probe = Context({self.key: trace.INVALID_SPAN})
-        token: Any = otel_context.attach(probe)
-        try:
-            var = getattr(token, "var", None)
-            if (
-                isinstance(token, contextvars.Token)
-                and isinstance(var, contextvars.ContextVar)
-                and var.get() is probe
-                and otel_context.get_current() is probe
-            ):
-                self.var = var
-        finally:
-            otel_context.detach(token)
+        self.var = var
 
     def attach(self, span: trace.Span, parent: Context | None = None) -> object:
         """The API path's result in one ``ContextVar.set``; returns the token for :meth:`detach`."""

@@ -11,6 +11,8 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags, Tracer
 
+from otel_setup._context import SPAN_KEY, current_context
+
 __all__ = [
     "PresetIdGenerator",
     "RootSpans",
@@ -109,10 +111,14 @@ def unsampled_current_span() -> trace.Span | None:
     """The current span when it is an unsampled local one that does not record (a request that was not sampled).
 
     Not recording matters: a custom sampler's RECORD_ONLY span is unsampled but
-    alive, and callers may end the span they get from here.
+    alive, and callers may end the span they get from here. Called by client
+    hooks on every call: the span is read from the context directly.
     """
-    span = trace.get_current_span()
-    return span if not span.is_recording() and unsampled_local(span.get_span_context()) else None
+    span: Any = current_context().get(SPAN_KEY)
+    if span is None or span.is_recording():
+        return None
+    context = span.get_span_context()
+    return span if context.is_valid and not context.trace_flags.sampled and not context.is_remote else None
 
 
 def in_unsampled_span() -> bool:

@@ -333,7 +333,7 @@ def test_request_span_is_made_current_as_the_context_api_would_and_other_runtime
     from opentelemetry import trace
     from opentelemetry.trace import NonRecordingSpan, SpanContext
 
-    from otel_setup._context import SpanActivation
+    from otel_setup._context import SpanActivation, current_context, runtime_variable
 
     span = NonRecordingSpan(SpanContext(0x1F, 0x2F, is_remote=False))
     api_attach, api_detach = otel_context.attach, otel_context.detach
@@ -345,6 +345,7 @@ def test_request_span_is_made_current_as_the_context_api_would_and_other_runtime
         token = direct.attach(span)
         assert trace.get_current_span() is span
         assert dict(otel_context.get_current()) == expected, "the outer context's values are kept"
+        assert current_context() is otel_context.get_current()
         direct.detach(token)
         assert otel_context.get_value("tenant") == "t-1" and not trace.get_current_span().is_recording()
         parent = trace.set_span_in_context(NonRecordingSpan(SpanContext(0x3F, 0x4F, is_remote=True)))
@@ -364,7 +365,7 @@ def test_request_span_is_made_current_as_the_context_api_would_and_other_runtime
 
         monkeypatch.setattr(otel_context, "attach", custom_attach)
         monkeypatch.setattr(otel_context, "detach", lambda token: api_detach(token.inner))
-        fallback = SpanActivation()
+        fallback = SpanActivation(runtime_variable())
         assert fallback.var is None, "a runtime whose tokens are not ContextVar tokens"
         token = fallback.attach(span)
         assert trace.get_current_span() is span and attached[-1] is otel_context.get_current()

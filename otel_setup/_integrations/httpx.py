@@ -29,7 +29,7 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from otel_setup._context import holds_only_a_span
+from otel_setup._context import current_context, holds_only_a_span
 from otel_setup._fastmetrics import histogram as fast_histogram
 from otel_setup._fastmetrics import values_recorder
 from otel_setup._propagation import NO_PROPAGATION, GuardedPropagator, refuse_propagation
@@ -403,7 +403,7 @@ def _unwrap_if_unused() -> None:
 
 def _start(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ApiCall | None:
     """The call that observes this request: a known API's, the generic one, a guard, or none."""
-    context = otel_context.get_current()
+    context = current_context()
     plain = holds_only_a_span(context)
     if not plain and not is_http_instrumentation_enabled():
         return None
