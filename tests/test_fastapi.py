@@ -222,6 +222,32 @@ def test_trusted_remote_parent_is_the_parent(otlp_receiver: OtlpReceiver) -> Non
     assert span.parent_span_id == "b7ad6b7169203331"
 
 
+def test_trusted_remote_tracestate_is_kept_and_an_untrusted_one_is_not(otlp_receiver: OtlpReceiver) -> None:
+    from opentelemetry import trace
+
+    app = make_app()
+    seen: list[str] = []
+
+    @app.get("/state")
+    async def state() -> dict[str, str]:
+        seen.append(trace.get_current_span().get_span_context().trace_state.to_header())
+        return {}
+
+    telemetry = otel_setup.configure(
+        app, otlp_endpoint=otlp_receiver.endpoint, sampling_ratio=1.0, trusted_traceparent="https://app.example"
+    )
+    headers = {"traceparent": PARENT, "tracestate": "vendor=abc,other=1", "origin": "https://app.example"}
+    drive(app, [("GET", "/state")], headers=headers)
+    drive(app, [("GET", "/state")], headers={**headers, "origin": "https://evil.example"})
+    telemetry.force_flush(5.0)
+    assert otlp_receiver.wait_for(lambda r: len(server_spans(r)) == 2)
+    trusted, untrusted = sorted(server_spans(otlp_receiver), key=lambda s: s.start_ns)
+    assert (trusted.trace_id, trusted.parent_span_id) == ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
+    assert trusted.trace_state == "vendor=abc,other=1"
+    assert untrusted.trace_state == "" and untrusted.parent_span_id == ""
+    assert seen == ["vendor=abc,other=1", ""]
+
+
 def test_untrusted_remote_parent_becomes_a_link(traced: tuple[FastAPI, Any, OtlpReceiver]) -> None:
     """Public edge (the default): a new trace, linked to the caller's."""
     app, telemetry, receiver = traced

@@ -52,7 +52,6 @@ KNOWN_METHODS: Final = frozenset(
     {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY"}
 )
 _TRACE_CONTEXT: Final = TraceContextTextMapPropagator()
-_PROPAGATION_HEADERS: Final = frozenset({b"traceparent", b"tracestate", b"baggage"})
 SERVER_DURATION_ATTRIBUTES: Final = (
     "http.request.method",
     "url.scheme",
@@ -132,15 +131,6 @@ class TraceparentTrust:
                     return False
                 return any(address in network for network in self.networks)
         return False
-
-
-class _HeaderCarrier:
-    """Only the propagation headers, gathered in the one pass over the headers we make anyway."""
-
-    __slots__ = ("values",)
-
-    def __init__(self) -> None:
-        self.values: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -229,30 +219,26 @@ class ServerTelemetryMiddleware:
         method = raw_method if raw_method in KNOWN_METHODS else "_OTHER"
         scheme: str = scope.get("scheme", "http")
 
-        parent = None
-        user_agent: str | None = None
-        origin: bytes | None = None
-        for name, value in scope.get("headers", ()):
-            if name in _PROPAGATION_HEADERS:
-                if parent is None:
-                    parent = _HeaderCarrier()
-                parent.values[name.decode("latin-1")] = value.decode("latin-1")
-            elif name == b"user-agent":
-                user_agent = value.decode("latin-1")
-            elif name == b"origin":
-                origin = value
+        # One C-level pass over the headers; the last of repeated headers wins, as it did for the propagator.
+        headers: dict[bytes, bytes] = dict(scope.get("headers", ()))
+        origin = headers.get(b"origin")
+        traceparent = headers.get(b"traceparent")
         parent_context = None
         links: list[Link] | None = None
-        if parent is not None:
+        if traceparent is not None:
+            carrier = {"traceparent": traceparent.decode("latin-1")}
+            tracestate = headers.get(b"tracestate")
+            if tracestate is not None:
+                carrier["tracestate"] = tracestate.decode("latin-1")
             if self._trust.trusts(scope, origin):
                 # Trace context only: inbound baggage never enters our context,
                 # so it can never be forwarded on outbound calls.
-                parent_context = _TRACE_CONTEXT.extract(parent.values)
+                parent_context = _TRACE_CONTEXT.extract(carrier)
             else:
                 # Public edge: the caller's flags must not decide our sampling
                 # (a sampled flag would force 100 %) and its baggage is not ours
                 # to forward. Start a new trace that links to the caller's.
-                remote = _TRACE_CONTEXT.extract(parent.values)
+                remote = _TRACE_CONTEXT.extract(carrier)
                 remote_span = trace.get_current_span(remote).get_span_context()
                 if remote_span.is_valid:
                     links = [Link(remote_span)]
@@ -266,7 +252,7 @@ class ServerTelemetryMiddleware:
             span = self._tracer.start_span(name, context=parent_context, kind=SpanKind.SERVER, links=links)
         recording = span.is_recording()
         if recording:
-            span.set_attributes(_request_attributes(scope, method, raw_method, scheme, user_agent))
+            span.set_attributes(_request_attributes(scope, method, raw_method, scheme, headers.get(b"user-agent")))
             if self._capture_headers is not None:  # header capture: off by default
                 span.set_attributes(self._capture_headers(scope))
         token = self._activation.attach(span, parent_context)
@@ -408,7 +394,7 @@ class ServerTelemetryMiddleware:
 
 
 def _request_attributes(
-    scope: Scope, method: str, raw_method: str, scheme: str, user_agent: str | None
+    scope: Scope, method: str, raw_method: str, scheme: str, user_agent: bytes | None
 ) -> dict[str, Any]:
     """Span attributes, built only for sampled requests."""
     attributes: dict[str, Any] = {
@@ -432,7 +418,7 @@ def _request_attributes(
         attributes["client.address"] = client[0]
         attributes["client.port"] = client[1]
     if user_agent:
-        attributes["user_agent.original"] = user_agent
+        attributes["user_agent.original"] = user_agent.decode("latin-1")
     return attributes
 
 

@@ -143,6 +143,8 @@ class ReceivedSpan:
     scope_name: str
     start_ns: int
     end_ns: int
+    trace_state: str = ""
+    """The W3C ``tracestate`` header value, ``""`` when empty."""
 
 
 @dataclass(frozen=True)
@@ -302,6 +304,7 @@ def _decode_spans(request: trace_service_pb2.ExportTraceServiceRequest) -> list[
                         scope_name=scope_spans.scope.name,
                         start_ns=span.start_time_unix_nano,
                         end_ns=span.end_time_unix_nano,
+                        trace_state=span.trace_state,
                     )
                 )
     return spans
