@@ -531,7 +531,8 @@ def test_direct_request_line_renders_duration_timestamp_and_ids_as_the_processor
     stream = io.StringIO()
     line = FastJsonLine(StdoutHandler(stream), {"service.name": "100% svc"})
     trace_id, span_id = ids
-    (rendered,) = line._render([("info", "request", "GET", "/r", 200, None, elapsed, clock, trace_id, span_id)])
+    (raw,) = line._render([("info", "request", "GET", "/r", 200, None, elapsed, clock, trace_id, span_id)])
+    rendered = raw.decode("ascii")
     parsed = json.loads(rendered)
     assert rendered.endswith("}\n") and parsed["service.name"] == "100% svc"
     text = rendered.split('"duration_ms": ', 1)[1].split(",", 1)[0]
