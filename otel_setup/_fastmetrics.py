@@ -158,25 +158,7 @@ class FastUpDownCounter:
     def collect(self, now: int) -> Metric | None:
         with self._lock:
             snapshot = list(self._values.items())
-        if not snapshot:
-            return None
-        points = [
-            NumberDataPoint(
-                attributes={"otel.metric.overflow": True}
-                if key == _OVERFLOW
-                else {n: v for n, v in zip(self.attribute_names, key, strict=True) if v is not None},
-                start_time_unix_nano=self._start,
-                time_unix_nano=now,
-                value=value,
-            )
-            for key, value in snapshot
-        ]
-        return Metric(
-            name=self.name,
-            description=self.description,
-            unit=self.unit,
-            data=Sum(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE, is_monotonic=False),
-        )
+        return _cumulative_sum(self, snapshot, now, monotonic=False)
 
 
 class InFlight:
@@ -214,25 +196,32 @@ class InFlight:
     def collect(self, now: int) -> Metric | None:
         with self._lock:
             snapshot = [(key, len(series)) for key, series in self.series.items()]
-        if not snapshot:
-            return None
-        points = [
-            NumberDataPoint(
-                attributes={"otel.metric.overflow": True}
-                if key == _OVERFLOW
-                else {n: v for n, v in zip(self.attribute_names, key, strict=True) if v is not None},
-                start_time_unix_nano=self._start,
-                time_unix_nano=now,
-                value=value,
-            )
-            for key, value in snapshot
-        ]
-        return Metric(
-            name=self.name,
-            description=self.description,
-            unit=self.unit,
-            data=Sum(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE, is_monotonic=False),
+        return _cumulative_sum(self, snapshot, now, monotonic=False)
+
+
+def _cumulative_sum(
+    instrument: FastUpDownCounter | InFlight, snapshot: list[tuple[tuple[Any, ...], int]], now: int, *, monotonic: bool
+) -> Metric | None:
+    if not snapshot:
+        return None
+    names = instrument.attribute_names
+    points = [
+        NumberDataPoint(
+            attributes={"otel.metric.overflow": True}
+            if key == _OVERFLOW
+            else {n: v for n, v in zip(names, key, strict=True) if v is not None},
+            start_time_unix_nano=instrument._start,
+            time_unix_nano=now,
+            value=value,
         )
+        for key, value in snapshot
+    ]
+    return Metric(
+        name=instrument.name,
+        description=instrument.description,
+        unit=instrument.unit,
+        data=Sum(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE, is_monotonic=monotonic),
+    )
 
 
 class LocalMetrics:
@@ -280,19 +269,9 @@ class FastCounter(FastUpDownCounter):
     """A cumulative monotonic sum keyed by a tuple of attribute values."""
 
     def collect(self, now: int) -> Metric | None:
-        metric = super().collect(now)
-        if metric is None:
-            return None
-        data = metric.data
-        assert isinstance(data, Sum)
-        return Metric(
-            name=metric.name,
-            description=metric.description,
-            unit=metric.unit,
-            data=Sum(
-                data_points=data.data_points, aggregation_temporality=data.aggregation_temporality, is_monotonic=True
-            ),
-        )
+        with self._lock:
+            snapshot = list(self._values.items())
+        return _cumulative_sum(self, snapshot, now, monotonic=True)
 
 
 class _DictHistogram:
