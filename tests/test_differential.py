@@ -2,8 +2,9 @@
 
 The package replaces contrib's ``OpenTelemetryMiddleware`` for speed; dashboards,
 alerts and users' queries were written against contrib's stable-semconv output,
-so the same requests go through both and the server spans and
-``http.server.request.duration`` points are compared field by field.
+so the same requests go through both and the server spans,
+``http.server.request.duration`` and ``http.server.active_requests`` points are
+compared field by field.
 
 Contrib reads ``OTEL_SEMCONV_STABILITY_OPT_IN`` once per process, so its side
 runs in a subprocess (``python -m tests.test_differential``) with the variable
@@ -28,7 +29,7 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from tests.support.contrib_reference import duration_points, in_memory_providers, run_reference
+from tests.support.contrib_reference import duration_points, in_memory_providers, run_reference, sum_points
 
 # (name, method, path, query string, JSON body)
 REQUESTS: tuple[tuple[str, str, str, str, dict[str, Any] | None], ...] = (
@@ -228,7 +229,8 @@ def _contrib_main() -> None:
     statuses = drive(app)
     spans = [span_record(s) for s in exporter.get_finished_spans()]
     points = duration_points(reader, "http.server.request.duration")
-    print(json.dumps({"statuses": statuses, "spans": spans, "points": points}))
+    active = sum_points(reader, "http.server.active_requests")
+    print(json.dumps({"statuses": statuses, "spans": spans, "points": points, "active": active}))
 
 
 def prometheus_points(registry: Any) -> list[dict[str, Any]]:
@@ -249,6 +251,21 @@ def prometheus_points(registry: Any) -> list[dict[str, Any]]:
     return points
 
 
+def prometheus_active(registry: Any) -> list[dict[str, Any]]:
+    """``http.server.active_requests`` points read back from Prometheus text labels."""
+    by_label = {"http_request_method": "http.request.method", "url_scheme": "url.scheme"}
+    points: list[dict[str, Any]] = []
+    for family in registry.collect():
+        if family.name != "http_server_active_requests":
+            continue
+        for sample in family.samples:
+            unknown = set(sample.labels) - set(by_label) - PROMETHEUS_SCOPE_LABELS
+            assert not unknown, f"unexpected labels on active requests: {unknown}"
+            attributes = {by_label[k]: v for k, v in sample.labels.items() if k in by_label}
+            points.append({"attributes": attributes, "value": sample.value})
+    return points
+
+
 def otel_setup_output() -> dict[str, Any]:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -264,6 +281,7 @@ def otel_setup_output() -> dict[str, Any]:
         "statuses": statuses,
         "spans": [span_record(s) for s in exporter.get_finished_spans()],
         "points": prometheus_points(telemetry.prometheus_registry),
+        "active": prometheus_active(telemetry.prometheus_registry),
     }
 
 
@@ -380,6 +398,18 @@ def test_duration_points(contrib: dict[str, Any], ours: dict[str, Any]) -> None:
     ]
     assert _count_points(ours["points"]) == _count_points(expected)
     assert sum(_count_points(ours["points"]).values()) == len(REQUESTS)
+
+
+def test_active_requests_points(contrib: dict[str, Any], ours: dict[str, Any]) -> None:
+    """Same series (method, scheme; unknown methods as _OTHER), each back at zero after the requests."""
+
+    def series(points: Iterable[dict[str, Any]]) -> dict[tuple[tuple[str, str], ...], float]:
+        return {_stringify(point["attributes"]): float(point["value"]) for point in points}
+
+    assert series(ours["active"]) == series(contrib["active"])
+    assert set(series(ours["active"]).values()) == {0.0}
+    methods = {dict(key)["http.request.method"] for key in series(ours["active"])}
+    assert methods == {"GET", "POST", "_OTHER"}
 
 
 def test_error_type_when_the_response_was_sent(contrib: dict[str, Any], ours: dict[str, Any]) -> None:

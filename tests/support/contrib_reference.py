@@ -47,6 +47,18 @@ def in_memory_providers() -> tuple[Any, Any, Any, Any]:
     return exporter, tracer_provider, reader, MeterProvider(metric_readers=[reader])
 
 
+def sum_points(reader: Any, name: str) -> list[dict[str, Any]]:
+    """Attributes and value of each point of the sum ``name``."""
+    points: list[dict[str, Any]] = []
+    data = reader.get_metrics_data()
+    for resource_metrics in data.resource_metrics if data else ():
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                if metric.name == name:
+                    points += [{"attributes": dict(p.attributes), "value": p.value} for p in metric.data.data_points]
+    return points
+
+
 def duration_points(reader: Any, name: str) -> list[dict[str, Any]]:
     """Attributes and count of each point of the histogram ``name``."""
     points: list[dict[str, Any]] = []
