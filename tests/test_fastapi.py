@@ -248,6 +248,37 @@ def test_trusted_remote_tracestate_is_kept_and_an_untrusted_one_is_not(otlp_rece
     assert seen == ["vendor=abc,other=1", ""]
 
 
+def test_repeated_trace_context_headers_follow_w3c(otlp_receiver: OtlpReceiver) -> None:
+    """Several tracestate headers are one list; of several traceparent headers the first is read."""
+    from opentelemetry import trace
+
+    app = make_app()
+    seen: list[str] = []
+
+    @app.get("/state")
+    async def state() -> dict[str, str]:
+        seen.append(trace.get_current_span().get_span_context().trace_state.to_header())
+        return {}
+
+    telemetry = otel_setup.configure(
+        app, otlp_endpoint=otlp_receiver.endpoint, sampling_ratio=1.0, trusted_traceparent="all"
+    )
+    other = "00-11111111111111111111111111111111-2222222222222222-01"
+    headers = [("traceparent", PARENT), ("tracestate", "vendor=abc"), ("traceparent", other), ("tracestate", "o=1")]
+
+    async def run() -> int:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            return (await client.get("/state", headers=headers)).status_code
+
+    assert asyncio.run(run()) == 200
+    telemetry.force_flush(5.0)
+    assert otlp_receiver.wait_for(lambda r: len(server_spans(r)) == 1)
+    (span,) = server_spans(otlp_receiver)
+    assert (span.trace_id, span.parent_span_id) == ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
+    assert span.trace_state == "vendor=abc,o=1" and seen == ["vendor=abc,o=1"]
+
+
 def test_untrusted_remote_parent_becomes_a_link(traced: tuple[FastAPI, Any, OtlpReceiver]) -> None:
     """Public edge (the default): a new trace, linked to the caller's."""
     app, telemetry, receiver = traced

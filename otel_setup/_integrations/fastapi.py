@@ -99,6 +99,26 @@ def _match_route(scope: Scope) -> str | None:
     return partial
 
 
+def _trace_context_carrier(traceparent: bytes, tracestate: bytes | None) -> dict[str, list[str]]:
+    carrier = {"traceparent": [traceparent.decode("latin-1")]}
+    if tracestate is not None:
+        carrier["tracestate"] = [tracestate.decode("latin-1")]
+    return carrier
+
+
+def _repeated_trace_context_carrier(raw_headers: Iterable[Any]) -> dict[str, list[str]]:
+    """Every value of repeated headers, as contrib's getter hands them over.
+
+    W3C trace context: several ``tracestate`` headers are one list, joined;
+    the propagator reads the first ``traceparent``.
+    """
+    carrier: dict[str, list[str]] = {}
+    for name, value in raw_headers:
+        if name in (b"traceparent", b"tracestate"):
+            carrier.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
+    return carrier
+
+
 class TraceparentTrust:
     """Whose inbound ``traceparent`` is honoured as a parent (inbound ``baggage`` never is).
 
@@ -219,17 +239,21 @@ class ServerTelemetryMiddleware:
         method = raw_method if raw_method in KNOWN_METHODS else "_OTHER"
         scheme: str = scope.get("scheme", "http")
 
-        # One C-level pass over the headers; the last of repeated headers wins, as it did for the propagator.
-        headers: dict[bytes, bytes] = dict(scope.get("headers", ()))
+        raw_headers = scope.get("headers") or ()
+        if not isinstance(raw_headers, list | tuple):
+            raw_headers = list(raw_headers)
+        # One C-level pass over the headers (for a repeated header the dict keeps the last value).
+        headers: dict[bytes, bytes] = dict(raw_headers)
         origin = headers.get(b"origin")
         traceparent = headers.get(b"traceparent")
         parent_context = None
         links: list[Link] | None = None
         if traceparent is not None:
-            carrier = {"traceparent": traceparent.decode("latin-1")}
-            tracestate = headers.get(b"tracestate")
-            if tracestate is not None:
-                carrier["tracestate"] = tracestate.decode("latin-1")
+            carrier = (
+                _trace_context_carrier(traceparent, headers.get(b"tracestate"))
+                if len(headers) == len(raw_headers)
+                else _repeated_trace_context_carrier(raw_headers)
+            )
             if self._trust.trusts(scope, origin):
                 # Trace context only: inbound baggage never enters our context,
                 # so it can never be forwarded on outbound calls.
