@@ -113,10 +113,7 @@ def unsampled_current_span() -> trace.Span | None:
     hooks on every call: the span is read from the context directly.
     """
     span: Any = current_context().get(SPAN_KEY)
-    if span is None or span.is_recording():
-        return None
-    context = span.get_span_context()
-    return span if context.is_valid and not context.trace_flags.sampled and not context.is_remote else None
+    return None if span is None or span.is_recording() or not unsampled_local(span.get_span_context()) else span
 
 
 def in_unsampled_span() -> bool:
