@@ -222,7 +222,8 @@ def test_trusted_remote_parent_is_the_parent(otlp_receiver: OtlpReceiver) -> Non
     assert span.parent_span_id == "b7ad6b7169203331"
 
 
-def test_trusted_remote_tracestate_is_kept_and_an_untrusted_one_is_not(otlp_receiver: OtlpReceiver) -> None:
+def _trace_state_app() -> tuple[FastAPI, list[str]]:
+    """An app whose ``/state`` notes the tracestate of the span current in the handler."""
     from opentelemetry import trace
 
     app = make_app()
@@ -233,6 +234,11 @@ def test_trusted_remote_tracestate_is_kept_and_an_untrusted_one_is_not(otlp_rece
         seen.append(trace.get_current_span().get_span_context().trace_state.to_header())
         return {}
 
+    return app, seen
+
+
+def test_trusted_remote_tracestate_is_kept_and_an_untrusted_one_is_not(otlp_receiver: OtlpReceiver) -> None:
+    app, seen = _trace_state_app()
     telemetry = otel_setup.configure(
         app, otlp_endpoint=otlp_receiver.endpoint, sampling_ratio=1.0, trusted_traceparent="https://app.example"
     )
@@ -250,16 +256,7 @@ def test_trusted_remote_tracestate_is_kept_and_an_untrusted_one_is_not(otlp_rece
 
 def test_repeated_trace_context_headers_follow_w3c(otlp_receiver: OtlpReceiver) -> None:
     """Several tracestate headers are one list; of several traceparent headers the first is read."""
-    from opentelemetry import trace
-
-    app = make_app()
-    seen: list[str] = []
-
-    @app.get("/state")
-    async def state() -> dict[str, str]:
-        seen.append(trace.get_current_span().get_span_context().trace_state.to_header())
-        return {}
-
+    app, seen = _trace_state_app()
     telemetry = otel_setup.configure(
         app, otlp_endpoint=otlp_receiver.endpoint, sampling_ratio=1.0, trusted_traceparent="all"
     )

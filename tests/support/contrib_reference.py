@@ -47,25 +47,23 @@ def in_memory_providers() -> tuple[Any, Any, Any, Any]:
     return exporter, tracer_provider, reader, MeterProvider(metric_readers=[reader])
 
 
+def _data_points(reader: Any, name: str) -> list[Any]:
+    data = reader.get_metrics_data()
+    return [
+        point
+        for resource_metrics in (data.resource_metrics if data else ())
+        for scope_metrics in resource_metrics.scope_metrics
+        for metric in scope_metrics.metrics
+        if metric.name == name
+        for point in metric.data.data_points
+    ]
+
+
 def sum_points(reader: Any, name: str) -> list[dict[str, Any]]:
     """Attributes and value of each point of the sum ``name``."""
-    points: list[dict[str, Any]] = []
-    data = reader.get_metrics_data()
-    for resource_metrics in data.resource_metrics if data else ():
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                if metric.name == name:
-                    points += [{"attributes": dict(p.attributes), "value": p.value} for p in metric.data.data_points]
-    return points
+    return [{"attributes": dict(p.attributes), "value": p.value} for p in _data_points(reader, name)]
 
 
 def duration_points(reader: Any, name: str) -> list[dict[str, Any]]:
     """Attributes and count of each point of the histogram ``name``."""
-    points: list[dict[str, Any]] = []
-    data = reader.get_metrics_data()
-    for resource_metrics in data.resource_metrics if data else ():
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                if metric.name == name:
-                    points += [{"attributes": dict(p.attributes), "count": p.count} for p in metric.data.data_points]
-    return points
+    return [{"attributes": dict(p.attributes), "count": p.count} for p in _data_points(reader, name)]
