@@ -19,7 +19,7 @@ import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from time import time_ns
-from typing import Any, Final
+from typing import Any, ClassVar, Final, TypeVar
 
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
@@ -63,31 +63,51 @@ class _Series:
         self.exemplar: tuple[float, int, int, int] | None = None
 
 
-class FastHistogram:
+_S = TypeVar("_S")
+
+
+def _new_series(table: dict[tuple[Any, ...], _S], key: tuple[Any, ...], make: Callable[[], _S]) -> _S:
+    """The series for a key not in ``table``: a new one, or the shared overflow series past the cap.
+
+    Called with the instrument's lock held, only when a lookup missed.
+    """
+    if len(table) >= CARDINALITY_LIMIT:
+        overflow = table.get(_OVERFLOW)
+        if overflow is not None:
+            return overflow
+        key = _OVERFLOW
+    series = table[key] = make()
+    return series
+
+
+class _Instrument:
+    """What every fast instrument exports under, the lock guarding its series, and its start time."""
+
+    def __init__(self, name: str, unit: str, description: str, attribute_names: Sequence[str]) -> None:
+        self.name = name
+        self.unit = unit
+        self.description = description
+        self.attribute_names = tuple(attribute_names)
+        self._lock = threading.Lock()
+        self._start = time_ns()
+
+
+class FastHistogram(_Instrument):
     """A cumulative explicit-bucket histogram keyed by a tuple of attribute values."""
 
     def __init__(
         self, name: str, unit: str, description: str, boundaries: Sequence[float], attribute_names: Sequence[str]
     ) -> None:
-        self.name = name
-        self.unit = unit
-        self.description = description
+        super().__init__(name, unit, description, attribute_names)
         self.boundaries = tuple(boundaries)
-        self.attribute_names = tuple(attribute_names)
         self._series: dict[tuple[Any, ...], _Series] = {}
-        self._lock = threading.Lock()
-        self._start = time_ns()
 
     def record(self, value: float, key: tuple[Any, ...], trace_id: int = 0, span_id: int = 0) -> None:
         """``key`` holds the values of ``attribute_names`` in order; ``None`` leaves one out."""
         with self._lock:
             series = self._series.get(key)
             if series is None:
-                if len(self._series) >= CARDINALITY_LIMIT:
-                    key = _OVERFLOW
-                    series = self._series.get(key)
-                if series is None:
-                    series = self._series[key] = _Series(len(self.boundaries) + 1)
+                series = _new_series(self._series, key, lambda: _Series(len(self.boundaries) + 1))
             series.bucket_counts[bisect_left(self.boundaries, value)] += 1
             series.count += 1
             series.total += value
@@ -137,17 +157,14 @@ class FastHistogram:
         )
 
 
-class FastUpDownCounter:
+class FastUpDownCounter(_Instrument):
     """A cumulative non-monotonic sum keyed by a tuple of attribute values."""
 
+    monotonic: ClassVar[bool] = False
+
     def __init__(self, name: str, unit: str, description: str, attribute_names: Sequence[str]) -> None:
-        self.name = name
-        self.unit = unit
-        self.description = description
-        self.attribute_names = tuple(attribute_names)
+        super().__init__(name, unit, description, attribute_names)
         self._values: dict[tuple[Any, ...], int] = {}
-        self._lock = threading.Lock()
-        self._start = time_ns()
 
     def add(self, amount: int, key: tuple[Any, ...]) -> None:
         with self._lock:
@@ -158,10 +175,10 @@ class FastUpDownCounter:
     def collect(self, now: int) -> Metric | None:
         with self._lock:
             snapshot = list(self._values.items())
-        return _cumulative_sum(self, snapshot, now, monotonic=False)
+        return _cumulative_sum(self, snapshot, now, monotonic=self.monotonic)
 
 
-class InFlight:
+class InFlight(_Instrument):
     """How many requests are in progress, per series: ``http.server.active_requests``.
 
     Each series is a list holding one entry per request in flight. ``append``
@@ -172,26 +189,15 @@ class InFlight:
     """
 
     def __init__(self, name: str, unit: str, description: str, attribute_names: Sequence[str]) -> None:
-        self.name = name
-        self.unit = unit
-        self.description = description
-        self.attribute_names = tuple(attribute_names)
+        super().__init__(name, unit, description, attribute_names)
         self.series: dict[tuple[Any, ...], list[None]] = {}
         """Read by the request path; written only by :meth:`series_for`."""
-        self._lock = threading.Lock()
-        self._start = time_ns()
 
     def series_for(self, key: tuple[Any, ...]) -> list[None]:
         """The list for ``key``, created on first use (the overflow series past the cardinality limit)."""
         with self._lock:
             series = self.series.get(key)
-            if series is None:
-                if len(self.series) >= CARDINALITY_LIMIT:
-                    key = _OVERFLOW
-                    series = self.series.get(key)
-                if series is None:
-                    series = self.series[key] = []
-            return series
+            return series if series is not None else _new_series(self.series, key, list)
 
     def collect(self, now: int) -> Metric | None:
         with self._lock:
@@ -200,7 +206,7 @@ class InFlight:
 
 
 def _cumulative_sum(
-    instrument: FastUpDownCounter | InFlight, snapshot: list[tuple[tuple[Any, ...], int]], now: int, *, monotonic: bool
+    instrument: _Instrument, snapshot: list[tuple[tuple[Any, ...], int]], now: int, *, monotonic: bool
 ) -> Metric | None:
     if not snapshot:
         return None
@@ -268,10 +274,7 @@ def merge_into(metrics_data: MetricsData | None, local: LocalMetrics, resource: 
 class FastCounter(FastUpDownCounter):
     """A cumulative monotonic sum keyed by a tuple of attribute values."""
 
-    def collect(self, now: int) -> Metric | None:
-        with self._lock:
-            snapshot = list(self._values.items())
-        return _cumulative_sum(self, snapshot, now, monotonic=True)
+    monotonic: ClassVar[bool] = True
 
 
 class _DictHistogram:

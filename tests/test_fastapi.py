@@ -482,3 +482,21 @@ def test_in_flight_series_past_the_cardinality_limit_share_the_overflow_series()
     assert values[(("otel.metric.overflow", True),)] == 2
     assert values[(("http.request.method", "GET"), ("url.scheme", "s0"))] == 1
     assert len(values) == CARDINALITY_LIMIT + 1
+
+
+def test_histogram_series_past_the_cardinality_limit_share_the_overflow_series() -> None:
+    from otel_setup._fastmetrics import CARDINALITY_LIMIT, FastHistogram
+
+    histogram = FastHistogram("http.server.request.duration", "s", "", (0.1, 1.0), ("http.route",))
+    for index in range(CARDINALITY_LIMIT):
+        histogram.record(0.05, (f"/r{index}",))
+    histogram.record(0.5, ("/late-1",))
+    histogram.record(2.0, ("/late-2",))
+    histogram.record(0.05, ("/r0",))
+    metric = histogram.collect(1)
+    assert metric is not None
+    points = {tuple(sorted(p.attributes.items())): p for p in metric.data.data_points}
+    overflow = points[(("otel.metric.overflow", True),)]
+    assert (overflow.count, list(overflow.bucket_counts), overflow.min, overflow.max) == (2, [0, 1, 1], 0.5, 2.0)
+    assert points[(("http.route", "/r0"),)].count == 2
+    assert len(points) == CARDINALITY_LIMIT + 1
