@@ -64,10 +64,9 @@ def holds_only_a_span(context: Context) -> bool:
 class SpanActivation:
     """``attach``/``detach`` of a span; ``var`` is None when the API path must be taken."""
 
-    __slots__ = ("key", "var")
+    __slots__ = ("var",)
 
     def __init__(self, var: contextvars.ContextVar[Context] | None = _VARIABLE) -> None:
-        self.key: str = SPAN_KEY
         self.var = var
 
     def attach(self, span: trace.Span, parent: Context | None = None) -> object:
@@ -76,7 +75,7 @@ class SpanActivation:
         if var is None:
             return otel_context.attach(trace.set_span_in_context(span, parent))
         base = var.get() if parent is None else parent
-        return var.set(Context({**base, self.key: span}) if base else Context({self.key: span}))
+        return var.set(Context({**base, SPAN_KEY: span}) if base else Context({SPAN_KEY: span}))
 
     def detach(self, token: Any) -> None:
         var = self.var

@@ -361,10 +361,11 @@ def test_unsampled_child_headers_equal_the_propagators(
         token = otel_context.attach(context)
         try:
             with refuse_propagation() if refused else nullcontext():
-                plain = holds_only_a_span(otel_context.get_current())
+                current = otel_context.get_current()
+                plain = holds_only_a_span(current)
                 assert plain is not (with_baggage or refused), "the one-lookup path only for a span-only context"
                 direct: dict[str, str] = {}
-                client._inject_unsampled(direct, parent, plain)
+                client._inject_unsampled(direct, parent, current, plain)
                 expected: dict[str, str] = {}
                 propagate.inject(expected, context=trace.set_span_in_context(NonRecordingSpan(child)))
         finally:
@@ -382,6 +383,7 @@ def test_unsampled_child_headers_equal_the_propagators(
 
 def test_other_propagators_keep_the_propagator_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """A propagator other than W3C's (B3, Datadog) still decides what an unsampled child sends."""
+    from opentelemetry import context as otel_context
     from opentelemetry import propagate
     from opentelemetry.propagators.textmap import TextMapPropagator
     from opentelemetry.trace import SpanContext, TraceFlags, get_current_span
@@ -410,7 +412,7 @@ def test_other_propagators_keep_the_propagator_path(monkeypatch: pytest.MonkeyPa
         client = ours._client
         assert client is not None and not client._w3c_only()
         headers: dict[str, str] = {}
-        client._inject_unsampled(headers, SpanContext(5, 6, False, TraceFlags(0)), True)
+        client._inject_unsampled(headers, SpanContext(5, 6, False, TraceFlags(0)), otel_context.get_current(), True)
         assert headers == {"x-vendor-trace": "5:77"}
     finally:
         telemetry.shutdown()

@@ -159,16 +159,16 @@ class _ClientCalls:
         self._textmap: Any = None
         self._textmap_is_w3c = False
 
-    def start(self, request: Any, propagate_context: bool, host: Any, plain: Context | None) -> _ClientCall:
-        """``plain``: the current context when it holds only a span (see :func:`holds_only_a_span`)."""
-        parent = trace.get_current_span(plain).get_span_context()
+    def start(self, request: Any, propagate_context: bool, host: Any, context: Context, plain: bool) -> _ClientCall:
+        """``context``: the current one; ``plain``: it holds only a span (see :func:`holds_only_a_span`)."""
+        parent = trace.get_current_span(context).get_span_context()
         method = request.method
         if method not in _KNOWN_METHODS:
             upper = method.strip().upper()
             method = upper if upper in _KNOWN_METHODS else "_OTHER"
         if self.skip_unsampled and unsampled_local(parent):
             if propagate_context:
-                self._inject_unsampled(request.headers, parent, plain is not None)
+                self._inject_unsampled(request.headers, parent, context, plain)
             return _ClientCall(self, method, request.url, host, None, None)
         span = self.tracer.start_span("HTTP" if method == "_OTHER" else method, kind=SpanKind.CLIENT)
         try:
@@ -182,7 +182,7 @@ class _ClientCalls:
             raise
         return _ClientCall(self, method, request.url, host, span, otel_context.attach(context))
 
-    def _inject_unsampled(self, headers: Any, parent: SpanContext, plain: bool) -> None:
+    def _inject_unsampled(self, headers: Any, parent: SpanContext, context: Context, plain: bool) -> None:
         """What the propagator would write for a dropped child of ``parent``: a fresh span id, same flags.
 
         With the default propagators (W3C trace context and baggage) and no
@@ -191,7 +191,9 @@ class _ClientCalls:
         context to inject as it sees fit.
         """
         span_id = getrandbits(64) or 1
-        if self._w3c_only() and (plain or (not baggage.get_all() and not otel_context.get_value(NO_PROPAGATION))):
+        if self._w3c_only() and (
+            plain or (not baggage.get_all(context) and not otel_context.get_value(NO_PROPAGATION, context))
+        ):
             headers["traceparent"] = f"00-{parent.trace_id:032x}-{span_id:016x}-{parent.trace_flags:02x}"
             if parent.trace_state:
                 headers["tracestate"] = parent.trace_state.to_header()
@@ -435,7 +437,7 @@ def _start(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ApiCall | None:
         # through the guarded global propagator, which this mark silences.
         return None if allowed else _Guarded(None, _NO_PROPAGATION)
     try:
-        return client.start(request, allowed, host, context if plain else None)
+        return client.start(request, allowed, host, context, plain)
     except Exception:  # noqa: BLE001
         _log.debug("otel_setup: httpx telemetry failed to start", exc_info=True)
         return None
