@@ -215,3 +215,34 @@ def test_process_metrics_on_metrics_and_over_otlp(otlp_receiver: OtlpReceiver) -
     [point] = [p for p in otlp_receiver.metric_points() if p.name == "process.memory.usage"][:1]
     assert point.resource["service.instance.id"] == telemetry.resource.attributes["service.instance.id"]
     assert point.value > 10 * 2**20
+
+
+def test_console_traces_are_a_tree_on_stderr_and_stdout_stays_json(capfd: pytest.CaptureFixture[str]) -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    app = FastAPI(title="tree-app")
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        tracer = telemetry.tracer_provider.get_tracer("app")
+        with tracer.start_as_current_span("load item"), tracer.start_as_current_span("SELECT items"):
+            pass
+        with tracer.start_as_current_span("render"):
+            pass
+        return {"item_id": item_id}
+
+    telemetry = otel_setup.configure(app, traces_exporter="console", sampling_ratio=1.0)
+    with TestClient(app) as client:
+        assert client.get("/items/7?token=hunter2hunter2").status_code == 200
+        telemetry.force_flush()
+    captured = capfd.readouterr()
+    for line in captured.out.splitlines():
+        json.loads(line)  # one JSON object per line, no span documents in between
+    tree = [line for line in captured.err.splitlines() if line.strip()]
+    assert tree[0].startswith("trace ") and "4 spans" in tree[0], captured.err
+    assert tree[1].startswith("  `-- GET /items/{item_id}  [server]  ") and "http.response.status_code=200" in tree[1]
+    assert tree[2].startswith("      |-- load item  [internal]  ")
+    assert tree[3].startswith("      |   `-- SELECT items  [internal]  ")
+    assert tree[4].startswith("      `-- render  [internal]  ")
+    assert "hunter2" not in captured.err
