@@ -75,6 +75,11 @@ def configure(app: Any = None, **options: Unpack[ConfigureOptions]) -> Telemetry
         _active = telemetry
         if telemetry.enabled:
             _log.info("otel_setup configured", extra=wiring(telemetry))
+            if telemetry.resource.attributes.get("service.name") == "unknown_service":
+                _log.warning(
+                    "otel_setup: service.name is unknown_service; set OTEL_SERVICE_NAME (under "
+                    "opentelemetry-instrument the app's title is not known yet when telemetry starts)"
+                )
         return telemetry
 
 

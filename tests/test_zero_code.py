@@ -246,3 +246,13 @@ def test_console_traces_are_a_tree_on_stderr_and_stdout_stays_json(capfd: pytest
     assert tree[3].startswith("      |   `-- SELECT items  [internal]  ")
     assert tree[4].startswith("      `-- render  [internal]  ")
     assert "hunter2" not in captured.err
+
+
+def test_an_unnamed_service_is_told_how_to_name_itself(capfd: pytest.CaptureFixture[str]) -> None:
+    otel_setup.configure()
+    lines = [json.loads(line) for line in capfd.readouterr().out.splitlines()]
+    [warning] = [line for line in lines if line["level"] == "warning"]
+    assert "service.name is unknown_service; set OTEL_SERVICE_NAME" in warning["event"]
+    otel_setup._configure.reset()
+    otel_setup.configure(service_name="gw2-api")
+    assert not [line for line in capfd.readouterr().out.splitlines() if '"warning"' in line]
