@@ -23,7 +23,6 @@ from tests.assets._promql import (
     RULE_TESTS_DIR,
     RUNBOOK_BASE,
     alerting_rules,
-    catalog,
     github_anchor,
     rule_files,
     run,
