@@ -42,7 +42,7 @@ class MetricSpec:
     def prometheus(self) -> str:
         """The family name in Prometheus, without the ``_total``/``_bucket``... suffixes."""
         base = re.sub(r"[^a-zA-Z0-9_:]", "_", self.name)
-        return base + "_seconds" if self.unit == "s" else base
+        return base + _UNIT_SUFFIXES.get(self.unit, "")
 
     @property
     def prometheus_series(self) -> str:
@@ -54,6 +54,9 @@ class MetricSpec:
         return self.prometheus
 
 
+# UCUM unit -> the suffix both Prometheus exporters append
+_UNIT_SUFFIXES: Final = {"s": "_seconds", "By": "_bytes"}
+
 # section key -> heading in docs/metrics.md (order of the document)
 SECTIONS: Final = {
     "http-server": "HTTP server (FastAPI)",
@@ -64,6 +67,7 @@ SECTIONS: Final = {
     "cache": "Cache",
     "users": "Active users",
     "pipeline": "The pipeline itself",
+    "process": "Process and runtime",
 }
 
 _GENAI_LABELS: Final = (
@@ -280,6 +284,70 @@ CATALOG: Final[tuple[MetricSpec, ...]] = (
         "`queue_overflow`, …); deliberate drops (sampling, `before_send`) are not counted",
         "Error events that never reached Sentry.",
         "pipeline",
+    ),
+    MetricSpec(
+        "process.cpu.time",
+        "counter",
+        "s",
+        "`type`: `user` or `system`",
+        "CPU time this process used; `rate()` of it is the cores it keeps busy.",
+        "process",
+    ),
+    MetricSpec(
+        "process.memory.usage",
+        "gauge",
+        "By",
+        "—",
+        "Resident memory of this process.",
+        "process",
+    ),
+    MetricSpec(
+        "process.memory.virtual",
+        "gauge",
+        "By",
+        "—",
+        "Virtual memory of this process.",
+        "process",
+    ),
+    MetricSpec(
+        "process.thread.count",
+        "gauge",
+        "{thread}",
+        "—",
+        "Threads of this process (the export and flusher threads included).",
+        "process",
+    ),
+    MetricSpec(
+        "process.open_file_descriptor.count",
+        "gauge",
+        "{file_descriptor}",
+        "—",
+        "Open file descriptors: sockets, files, pipes.",
+        "process",
+    ),
+    MetricSpec(
+        "cpython.gc.collections",
+        "counter",
+        "{collection}",
+        "`cpython.gc.generation` (`0`, `1`, `2`; also as `generation`)",
+        "Garbage collector runs per generation.",
+        "process",
+    ),
+    MetricSpec(
+        "cpython.gc.collected_objects",
+        "counter",
+        "{object}",
+        "as above",
+        "Objects the garbage collector freed.",
+        "process",
+    ),
+    MetricSpec(
+        "cpython.gc.uncollectable_objects",
+        "counter",
+        "{object}",
+        "as above",
+        "Objects the collector found but could not free (reference cycles with finalizers): a leak sign.",
+        "process",
     ),
 )
 

@@ -73,6 +73,13 @@ def configure(app: Any = None, **options: Unpack[ConfigureOptions]) -> Telemetry
             telemetry.instrument_app(app)
         telemetry.start_metrics_server()
         _active = telemetry
+        if telemetry.enabled:
+            _log.info("otel_setup configured", extra=wiring(telemetry))
+            if telemetry.resource.attributes.get("service.name") == "unknown_service":
+                _log.warning(
+                    "otel_setup: service.name is unknown_service; set OTEL_SERVICE_NAME (under "
+                    "opentelemetry-instrument the app's title is not known yet when telemetry starts)"
+                )
         return telemetry
 
 
@@ -160,6 +167,7 @@ def _build(settings: Settings, features: Mapping[str, Any], app: Any) -> Telemet
         from otel_setup._propagation import HostPolicy, install_propagation_guard
 
         telemetry.add_cleanup(install_propagation_guard(HostPolicy(settings.propagate_to)))
+    _start_runtime_and_contrib(settings, providers, telemetry)
     _start_logging(settings, features, telemetry)
     # Export threads encode in Python: keep their hold on the interpreter lock short (see _runtime).
     telemetry.add_cleanup(lower_switch_interval(settings.switch_interval_ms))
@@ -177,6 +185,65 @@ def _build(settings: Settings, features: Mapping[str, Any], app: Any) -> Telemet
     # lifespan covers) flush within the same deadline.
     atexit.register(telemetry.shutdown)
     return telemetry
+
+
+def _start_runtime_and_contrib(settings: Settings, providers: Any, telemetry: Telemetry) -> None:
+    """Process metrics, then the installed contrib instrumentations the package does not replace."""
+    if settings.process_metrics:
+        from otel_setup._integrations.process import instrument_process_metrics
+
+        telemetry.add_cleanup(instrument_process_metrics(providers.meter_provider))
+        telemetry.instrumentations["process"] = "active"
+    else:
+        telemetry.instrumentations["process"] = "off: OTEL_SETUP_PROCESS_METRICS=false"
+    if not settings.contrib_instrumentations:
+        return
+    from otel_setup._integrations.contrib import activate_installed
+
+    contrib, undo_contrib = activate_installed(
+        tracer_provider=providers.tracer_provider,
+        meter_provider=providers.meter_provider,
+        disabled=settings.disabled_instrumentations,
+    )
+    telemetry.add_cleanup(undo_contrib)
+    for entry in contrib:
+        telemetry.instrumentations[f"contrib:{entry.name}"] = str(entry)
+
+
+def wiring(telemetry: Telemetry) -> dict[str, Any]:
+    """What is on and where each signal goes: the startup line's fields, and ``doctor``'s."""
+    from otel_setup._settings import mask_url
+
+    settings = telemetry.settings
+    exporters = telemetry.exporters
+
+    def destination(signal: str) -> list[str]:
+        names = exporters.get(signal, ("none",))
+        shown = []
+        for name in names:
+            if name == "otlp":
+                endpoint = settings.signal_endpoint(signal)
+                shown.append(f"otlp {settings.signal_protocol(signal)} {mask_url(endpoint) if endpoint else '?'}")
+            elif name == "prometheus":
+                port = settings.metrics_port
+                path = settings.metrics_path or "(no path)"
+                shown.append(f"prometheus {path} on port {port}" if port else f"prometheus {path} on the app")
+            elif name == "none" and signal == "traces" and not settings.signal_endpoint("traces"):
+                shown.append("none (no OTLP endpoint set: spans are not exported)")
+            else:
+                shown.append(name)
+        return shown
+
+    ratio = settings.sampling_ratio if "ratio" in settings.sampler else None
+    return {
+        "service.name": telemetry.resource.attributes.get("service.name"),
+        "traces": destination("traces"),
+        "sampler": settings.sampler if ratio is None else f"{settings.sampler} {ratio:g}",
+        "metrics": destination("metrics"),
+        "logs": [f"stdout {settings.log_format}", *(d for d in destination("logs") if d != "none")],
+        "sentry": telemetry.instrumentations.get("sentry", "off"),
+        "integrations": dict(telemetry.instrumentations),
+    }
 
 
 def _start_logging(settings: Settings, features: Mapping[str, Any], telemetry: Telemetry) -> None:

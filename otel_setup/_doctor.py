@@ -79,6 +79,8 @@ class Report:
     version: str
     config_error: str | None = None
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    wiring: dict[str, Any] = field(default_factory=dict)
+    """Resolved: what each signal does and where it goes, as the startup line says it."""
     exporters: dict[str, list[str]] = field(default_factory=dict)
     instrumentations: dict[str, dict[str, Any]] = field(default_factory=dict)
     endpoints: list[Check] = field(default_factory=list)
@@ -99,6 +101,7 @@ class Report:
             "app": self.app,
             "config_error": self.config_error,
             "settings": self.settings,
+            "wiring": self.wiring,
             "exporters": self.exporters,
             "instrumentations": self.instrumentations,
             "endpoints": [vars(check) for check in self.endpoints],
@@ -136,6 +139,8 @@ def _versions(report: Report) -> None:
         installed = _installed(distribution)
         entry.update({"library": distribution, "installed": installed, "supported": specifier})
         if installed is None:
+            if entry["state"] != "active":
+                entry["reason"] = f"{distribution} not installed (supported {specifier})"
             continue
         try:
             inside = Version(installed) in SpecifierSet(specifier)
@@ -150,11 +155,15 @@ def _instrumentation_states(report: Report, states: Mapping[str, str]) -> None:
     for name, state in states.items():
         active = state == "active"
         reason = None if active else state.removeprefix("off: ")
-        if reason is not None and "not installed or already instrumented" in reason and name in _MODULES:
+        if (
+            reason is not None
+            and name in _MODULES
+            and ("not installed or already instrumented" in reason or reason.startswith("package missing"))
+        ):
             reason = (
                 "already instrumented (by another instrumentation or distro)"
                 if _importable(_MODULES[name])
-                else f"package missing ({_MODULES[name]} cannot be imported)"
+                else f"package missing: {_MODULES[name]} cannot be imported"
             )
         report.instrumentations[name] = {"state": "active" if active else "off", "reason": reason}
         if reason and ("already instrumented" in reason or "version conflict" in reason):
@@ -305,6 +314,7 @@ def diagnose(app: str | None = None, *, timeout: float = 1.5) -> Report:
             for name in masked
         }
         report.exporters = {signal: list(names) for signal, names in telemetry.exporters.items()}
+        _resolved(report, telemetry)
         _instrumentation_states(report, telemetry.instrumentations)
         _versions(report)
         _distros(report)
@@ -312,6 +322,30 @@ def diagnose(app: str | None = None, *, timeout: float = 1.5) -> Report:
         return report
     finally:
         _quiet_reset()
+
+
+# setting -> the resource attribute its unset value resolves to
+_RESOURCE_BACKED: dict[str, str] = {
+    "service_name": "service.name",
+    "service_version": "service.version",
+    "environment": "deployment.environment.name",
+}
+
+
+def _resolved(report: Report, telemetry: Any) -> None:
+    """Fill in what an unset setting became (the app's title, the default exporters)."""
+    from otel_setup._configure import wiring
+
+    report.wiring = _jsonable(wiring(telemetry))
+    attributes = telemetry.resource.attributes
+    for name, attribute in _RESOURCE_BACKED.items():
+        entry = report.settings.get(name)
+        if entry is not None and entry["value"] is None and attributes.get(attribute) is not None:
+            entry["resolved"] = attributes[attribute]
+    for signal in ("traces", "metrics", "logs"):
+        entry = report.settings.get(f"{signal}_exporter")
+        if entry is not None and entry["value"] is None:
+            entry["resolved"] = "+".join(report.exporters.get(signal, ["none"]))
 
 
 def _quiet_reset() -> None:
@@ -331,6 +365,16 @@ def _quiet_reset() -> None:
         logging.disable(previous)
 
 
+def _wiring_lines(wiring: Mapping[str, Any]) -> list[str]:
+    if not wiring:
+        return []
+    lines = ["", "Wiring:"]
+    for key in ("service.name", "traces", "sampler", "metrics", "logs", "sentry"):
+        value = wiring.get(key)
+        lines.append(f"  {key:<12} {'; '.join(value) if isinstance(value, list) else value}")
+    return lines
+
+
 def render_text(report: Report) -> str:
     lines = [f"otel_setup {report.version}" + (f" — app {report.app}" if report.app else " — current environment")]
     if report.config_error:
@@ -340,17 +384,20 @@ def render_text(report: Report) -> str:
         lines += ["", "Settings (value, source):"]
         width = max(len(name) for name in report.settings)
         for name, entry in report.settings.items():
-            value = entry["value"]
+            value = entry.get("resolved", entry["value"])
             shown = "—" if value in (None, [], {}, "") else json.dumps(value) if not isinstance(value, str) else value
-            lines.append(f"  {name:<{width}}  {shown:<40}  {entry['source']}")
+            source = "resolved (unset)" if "resolved" in entry else entry["source"]
+            lines.append(f"  {name:<{width}}  {shown:<40}  {source}")
+    lines += _wiring_lines(report.wiring)
     if report.exporters:
         lines += ["", "Exporters: " + ", ".join(f"{s}={'+'.join(n)}" for s, n in report.exporters.items())]
     if report.instrumentations:
         lines += ["", "Instrumentations:"]
         for name, entry in report.instrumentations.items():
+            # One reason per state: the library's version only beside an active one.
             version = (
-                f" ({entry['library']} {entry['installed'] or 'not installed'}, supported {entry['supported']})"
-                if entry.get("library")
+                f" ({entry['library']} {entry['installed']}, supported {entry['supported']})"
+                if entry.get("library") and entry["state"] == "active"
                 else ""
             )
             reason = f": {entry['reason']}" if entry.get("reason") else ""

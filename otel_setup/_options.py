@@ -93,6 +93,9 @@ class ConfigureOptions(TypedDict, total=False):
     ready_timeout: float
     excluded_urls: Sequence[str]
     disabled_instrumentations: Sequence[str] | str
+    contrib_instrumentations: bool
+    process_metrics: bool
+    on_config_error: Literal["exit", "warn"]
     shutdown_timeout: float
     switch_interval_ms: float
     log_format: Literal["json", "console"]

@@ -25,7 +25,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -389,7 +389,12 @@ def build_providers(settings: Settings, resource: Resource, *, redactor: Redacto
         enable_processor_metrics(span_processor, meter_provider, "traces")
         tracer_provider.add_span_processor(span_processor)
     elif traces == "console":
-        tracer_provider.add_span_processor(BatchSpanProcessor(ScrubbingSpanExporter(ConsoleSpanExporter(), redactor)))
+        from otel_setup._console import TreeSpanExporter
+
+        # A tree per trace on stderr: stdout keeps one JSON object per line.
+        tracer_provider.add_span_processor(
+            BatchSpanProcessor(ScrubbingSpanExporter(TreeSpanExporter(), redactor), schedule_delay_millis=500)
+        )
 
     logger_provider: Any | None = None
     logs = settings.logs_exporter or "none"

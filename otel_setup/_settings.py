@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 from otel_setup._errors import OtelSetupConfigError
 
-__all__ = ["SETTINGS", "Setting", "Settings", "resolve"]
+__all__ = ["SETTINGS", "Setting", "Settings", "config_error_policy", "resolve"]
 
 T = TypeVar("T")
 
@@ -40,6 +40,8 @@ LOGS_EXPORTERS: Final = ("otlp", "console", "none")
 LOG_FORMATS: Final = ("json", "console")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 INSTRUMENTATIONS: Final = ("fastapi", "sqlalchemy", "redis", "httpx", "gw2", "genai")
+ON_CONFIG_ERROR: Final = ("exit", "warn")
+ON_CONFIG_ERROR_VARIABLE: Final = "OTEL_SETUP_ON_CONFIG_ERROR"
 _TRUE: Final = frozenset({"true", "1", "yes", "on"})
 _FALSE: Final = frozenset({"false", "0", "no", "off", ""})
 
@@ -641,6 +643,30 @@ SETTINGS: Final[tuple[Setting[Any], ...]] = (
         "Comma list of instrumentations to skip: fastapi, sqlalchemy, redis, httpx, gw2, genai.",
     ),
     Setting(
+        "contrib_instrumentations",
+        ("OTEL_SETUP_CONTRIB_INSTRUMENTATIONS",),
+        _boolean,
+        True,
+        "Activate the installed contrib instrumentations (requests, aiohttp-client, psycopg, celery, ...) "
+        "under `configure()` as `opentelemetry-instrument` does; those otel_setup replaces always stay off.",
+    ),
+    Setting(
+        "process_metrics",
+        ("OTEL_SETUP_PROCESS_METRICS",),
+        _boolean,
+        True,
+        "Process and runtime metrics (CPU, memory, threads, open files, GC) from OpenTelemetry's "
+        "system-metrics instrumentation, process only.",
+    ),
+    Setting(
+        "on_config_error",
+        (ON_CONFIG_ERROR_VARIABLE,),
+        _choice(ON_CONFIG_ERROR),
+        "exit",
+        "Under `opentelemetry-instrument`: `exit` stops the process on a bad setting (status 2, the error "
+        "on stderr); `warn` logs it and serves without telemetry.",
+    ),
+    Setting(
         "shutdown_timeout",
         ("OTEL_SETUP_SHUTDOWN_TIMEOUT",),
         _positive_seconds(120.0),
@@ -895,6 +921,17 @@ def resolve(options: Mapping[str, object], environ: Mapping[str, str] | None = N
             values[setting.name] = setting.default
             sources[setting.name] = "default"
     return Settings(values=values, sources=sources)
+
+
+def config_error_policy(environ: Mapping[str, str] | None = None) -> str:
+    """What the zero-code path does with a bad setting, read on its own.
+
+    The whole table cannot be resolved when one of its values is bad, so this
+    one variable is read apart from it; a bad value of it is itself an error.
+    """
+    env = os.environ if environ is None else environ
+    raw = env.get(ON_CONFIG_ERROR_VARIABLE, "").strip()
+    return _choice(ON_CONFIG_ERROR)(raw, ON_CONFIG_ERROR_VARIABLE) if raw else "exit"
 
 
 def markdown_table() -> str:

@@ -131,6 +131,10 @@ class Telemetry:
         if any(existing is app for existing in self._apps) or is_instrumented(app):
             return
         self._apps.append(app)
+        if self.instrumentations.get("logging") == "active":
+            # Servers configure their loggers before importing the app: routed
+            # now, their first lines ("Started server process") take our format.
+            _route_server_loggers()
         if self._providers is None or self.instrumentations.get("fastapi") != "active":
             self._add_routes(app)
             if self._providers is None:

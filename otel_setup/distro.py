@@ -10,19 +10,19 @@ instrumentors this package already covers, so the wrapper and an explicit
 from __future__ import annotations
 
 import logging
-from typing import Any, Final
+import os
+import sys
+from typing import Any, NoReturn
 
 # mypy cannot resolve this name through contrib's partial typing; it exists since 0.x.
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 
-__all__ = ["OtelSetupConfigurator", "OtelSetupDistro"]
+from otel_setup._errors import OtelSetupConfigError
+from otel_setup._integrations.contrib import COVERED
+
+__all__ = ["COVERED", "OtelSetupConfigurator", "OtelSetupDistro"]
 
 _log = logging.getLogger("otel_setup")
-
-# Contrib entry points whose job configure() does (FastAPI through the
-# package's own middleware, which also replaces contrib's ASGI/Starlette ones;
-# "logging" would add a second OTLP log handler next to the package's).
-COVERED: Final = frozenset({"fastapi", "asgi", "starlette", "sqlalchemy", "redis", "httpx", "logging"})
 
 
 class OtelSetupDistro(BaseDistro):  # type: ignore[misc] # the base resolves to Any for mypy
@@ -35,16 +35,44 @@ class OtelSetupDistro(BaseDistro):  # type: ignore[misc] # the base resolves to 
         if entry_point.name in COVERED:
             _log.debug("otel_setup: %s is instrumented by otel_setup itself", entry_point.name)
             return
-        super().load_instrumentor(entry_point, **kwargs)
+        instrumentor = entry_point.load()()
+        if instrumentor.is_instrumented_by_opentelemetry:
+            return  # configure() activated it already (OTEL_SETUP_CONTRIB_INSTRUMENTATIONS)
+        instrumentor.instrument(**kwargs)
 
 
 class OtelSetupConfigurator:
-    """``configure()`` for the whole process, and every FastAPI app built afterwards."""
+    """``configure()`` for the whole process, and every FastAPI app built afterwards.
+
+    A bad setting stops the process here, as it would at ``configure()`` in
+    code: the wrapper's loader logs and swallows exceptions, which would leave
+    a service serving without telemetry or probes. ``SystemExit`` raised while
+    ``sitecustomize`` runs is a fatal interpreter error with a traceback, so the
+    error is written as one line and the process leaves with status 2.
+    """
 
     def configure(self, **kwargs: Any) -> None:
         from otel_setup._configure import configure
         from otel_setup._integrations.fastapi import patch_constructor
+        from otel_setup._settings import ON_CONFIG_ERROR_VARIABLE, config_error_policy
 
-        telemetry = configure()
+        try:
+            policy = config_error_policy()
+        except OtelSetupConfigError as error:
+            _stop(error)
+        try:
+            telemetry = configure()
+        except OtelSetupConfigError as error:
+            if policy != "warn":
+                _stop(error)
+            _log.error("otel_setup: %s; serving WITHOUT telemetry or probes (%s=warn)", error, ON_CONFIG_ERROR_VARIABLE)
+            return
         if telemetry.instrumentations.get("fastapi") == "active" or not telemetry.enabled:
             patch_constructor(telemetry.instrument_app)
+
+
+def _stop(error: OtelSetupConfigError) -> NoReturn:
+    sys.stdout.flush()
+    sys.stderr.write(f"{type(error).__name__}: {error}\n")
+    sys.stderr.flush()
+    os._exit(2)

@@ -147,6 +147,47 @@ def test_doctor_with_an_app_reads_its_configure_arguments() -> None:
     assert report["settings"]["cache_key_prefixes"]["source"] == "argument"
 
 
+def test_doctor_text_shows_resolved_values_and_one_reason_per_state() -> None:
+    result = _run(["doctor", "examples.gw2_app.main:app", "--timeout", "1"])
+    assert result.returncode == 0, result.stdout[-3000:]
+    rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.startswith("  ")}
+    assert "GW2 companion (example)" in rows["service_name"] and "resolved (unset)" in rows["service_name"]
+    assert "prometheus" in rows["metrics_exporter"]
+    assert "service.name GW2 companion (example)" in result.stdout.replace("  ", " ")
+    assert "none (no OTLP endpoint set: spans are not exported)" in result.stdout
+    for line in result.stdout.splitlines():
+        assert line.count("(") <= 2, f"one reason per state: {line}"
+    _, report = _doctor_json({"OTEL_SERVICE_NAME": ""})
+    assert report["wiring"]["traces"] == ["none (no OTLP endpoint set: spans are not exported)"]  # type: ignore[index]
+
+
+def test_demo_report_separates_cache_from_database_and_marks_thin_percentiles() -> None:
+    from otel_setup._demo.report import Findings, RouteRow, render_report
+
+    result = Findings(
+        window_seconds=4.0,
+        routes=[RouteRow("GET", "/a", 100, 0, 0.01, 0.02, 0.03), RouteRow("GET", "/b", 3, 0, 0.01, 0.02, 0.03)],
+        requests=103,
+        cache_hits=1,
+        cache_misses=1,
+        db_p95={"redis": 0.001, "postgresql": 0.002},
+        gw2_calls=0,
+        gw2_429=0,
+        ai_calls=0,
+        ai_tokens={},
+        ai_cost_usd=0.0,
+        sampled_traces=0,
+        sampling_ratio=0.1,
+    )
+    text = render_report(result)
+    assert "  cache            redis p95 1.0 ms" in text
+    assert "  database         postgresql p95 2.0 ms" in text
+    [row_a] = [line for line in text.splitlines() if "GET /a " in line]
+    [row_b] = [line for line in text.splitlines() if "GET /b " in line]
+    assert not row_a.endswith("*") and row_b.endswith(" *")
+    assert "* fewer than 20 requests: its percentiles say little" in text
+
+
 def test_histogram_quantile_matches_promql() -> None:
     """Same interpolation as PromQL: 10 observations, 5 in (0, 0.1], 4 in (0.1, 0.2], 1 in (0.2, +Inf)."""
     buckets = [(0.1, 5.0), (0.2, 9.0), (float("inf"), 10.0)]

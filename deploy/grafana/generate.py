@@ -207,6 +207,42 @@ DASHBOARDS: dict[str, dict[str, Any]] = {
                 "served by two of them counts twice, so the sum is an upper bound and the busiest "
                 "process a lower bound.",
             ),
+            Panel(
+                "CPU per process (cores)",
+                [
+                    (
+                        "sum by (service_instance_id) "
+                        f"(rate(process_cpu_time_seconds_total{{{JOB}}}[$__rate_interval]))",
+                        "{{service_instance_id}}",
+                    )
+                ],
+                unit="none",
+                width=8,
+                description="User plus system CPU of each worker process; 1 = one core busy. Per "
+                "service_instance_id when workers push OTLP through the collector.",
+            ),
+            Panel(
+                "Resident memory per process",
+                [(f"sum by (service_instance_id) (process_memory_usage_bytes{{{JOB}}})", "{{service_instance_id}}")],
+                unit="bytes",
+                width=8,
+                description="RSS of each worker. A line that only climbs across deploys is a leak.",
+            ),
+            Panel(
+                "Threads, open files, uncollectable objects",
+                [
+                    (f"sum(process_thread_count{{{JOB}}})", "threads"),
+                    (f"sum(process_open_file_descriptor_count{{{JOB}}})", "open files"),
+                    (
+                        f"sum(increase(cpython_gc_uncollectable_objects_total{{{JOB}}}[$__rate_interval]))",
+                        "uncollectable objects",
+                    ),
+                ],
+                unit="short",
+                width=8,
+                description="Summed over processes. Open files near the ulimit refuse connections; "
+                "uncollectable objects above zero are reference cycles the collector cannot free.",
+            ),
             TRACE_LOGS,
         ],
     },

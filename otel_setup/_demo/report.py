@@ -84,6 +84,12 @@ def _total(samples: Sequence[Sample], name: str, **match: str) -> float:
     return sum(s.value for s in _select(samples, name, **match))
 
 
+# Below this many requests a route's percentiles are marked: p99 of five requests is the slowest one.
+FEW_REQUESTS = 20
+# db.system.name values that are caches, shown apart from the databases
+_CACHE_SYSTEMS = frozenset({"redis", "memcached", "valkey"})
+
+
 def _ms(seconds: float | None) -> str:
     return "     -" if seconds is None else f"{seconds * 1000:6.1f}"
 
@@ -286,12 +292,17 @@ def render_report(result: Findings) -> str:
         "",
         f"  {'route':<40} {'requests':>8} {'req/s':>6} {'5xx':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}",
     ]
+    few = False
     for row in result.routes:
         error_rate = row.errors / row.count if row.count else 0.0
+        mark = " *" if row.count < FEW_REQUESTS else ""
+        few = few or bool(mark)
         out.append(
             f"  {row.method + ' ' + row.route:<40} {row.count:8.0f} {row.count / window:6.2f} {error_rate:7.1%} "
-            f"{_ms(row.p50):>7} {_ms(row.p95):>7} {_ms(row.p99):>7}"
+            f"{_ms(row.p50):>7} {_ms(row.p95):>7} {_ms(row.p99):>7}{mark}"
         )
+    if few:
+        out.append(f"  * fewer than {FEW_REQUESTS} requests: its percentiles say little")
     lookups = result.cache_hits + result.cache_misses
     ratio = f"{result.cache_hits / lookups:.0%}" if lookups else "-"
     out += [
@@ -299,7 +310,8 @@ def render_report(result: Findings) -> str:
         f"  cache            hit ratio {ratio} ({result.cache_hits:.0f} hits, {result.cache_misses:.0f} misses)",
     ]
     for system, p95 in sorted(result.db_p95.items()):
-        out.append(f"  database         {system} p95 {_ms(p95).strip()} ms")
+        kind = "cache" if system in _CACHE_SYSTEMS else "database"
+        out.append(f"  {kind:<16} {system} p95 {_ms(p95).strip()} ms")
     tokens = ", ".join(f"{kind} {count:.0f}" for kind, count in sorted(result.ai_tokens.items())) or "none"
     out += [
         f"  GW2 API          {result.gw2_calls:.0f} calls, {result.gw2_429:.0f} answered 429 (rate limited)",

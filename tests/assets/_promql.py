@@ -22,11 +22,6 @@ RUNBOOK_BASE = "https://github.com/your-org/otel_setup/blob/main/docs/runbook.md
 # Series that are not the package's: the collector's own, node-exporter's, Prometheus' own.
 ALLOWED_PREFIXES = ("otelcol_", "node_")
 ALLOWED_NAMES = frozenset({"up", "ALERTS", "ALERTS_FOR_STATE"})
-# Read by OtelSDKDroppingData before docs/metrics.md lists them: the SDK self-observability
-# names of the OpenTelemetry semantic conventions (otel.sdk.*). test_rules reports them
-# (skipped, with the list) until the catalog has them; then delete this set.
-PENDING_CATALOG: frozenset[str] = frozenset()
-
 _KEYWORDS = frozenset(
     {
         "by",
@@ -120,7 +115,7 @@ def metric_names(expr: str) -> set[str]:
 
 
 def unknown_metrics(expr: str) -> set[str]:
-    known = catalog() | recorded_names() | ALLOWED_NAMES | PENDING_CATALOG
+    known = catalog() | recorded_names() | ALLOWED_NAMES
     return {name for name in metric_names(expr) if name not in known and not name.startswith(ALLOWED_PREFIXES)}
 
 
