@@ -141,7 +141,11 @@ def visit(browser: Browser) -> Iterator[Any]:
         page = context.new_page()
         page.set_default_timeout(15_000)
         requests: list[Request] = []
-        page.on("request", lambda request: requests.append(request))
+
+        def record(request: Request) -> None:  # Playwright cannot wrap a bound builtin like list.append
+            requests.append(request)
+
+        page.on("request", record)
         started_ns = time.time_ns()
         page.goto(site.origin + "/")
         page.get_by_role("heading", name="GW2 companion").wait_for()
