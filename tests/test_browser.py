@@ -294,6 +294,16 @@ def test_the_page_reads_server_timing_through_cors(stack: Stack, visit: Any) -> 
         stack.api + "/api/account",
     )
     assert entries == [[["app", float(header_match.group(1))]]]
+    # The status feed sends Server-Timing too, but no Timing-Allow-Origin: Chromium hides it.
+    status_entries = seen.page.evaluate(
+        """url => performance.getEntriesByName(url, "resource").map(e => e.serverTiming.length)""",
+        stack.third_party.origin + "/status.json",
+    )
+    assert status_entries == [0]
+    (status_call,) = seen.sent_to(stack.third_party.origin)
+    status_response = status_call.response()
+    assert status_response is not None
+    assert status_response.all_headers()["server-timing"] == "feed;dur=1.5"
 
 
 def test_an_untrusted_page_gets_a_new_trace_that_links_to_its_own(stack: Stack, visit: Any) -> None:
