@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 import structlog
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
@@ -47,6 +48,43 @@ telemetry = otel_setup.configure(
 )
 telemetry.add_readiness_check("database", db.ping)
 telemetry.add_readiness_check("redis", cache.ping)
+
+
+class TimingAllowOrigin:
+    """``Timing-Allow-Origin`` for the frontend's origins, so its Resource Timing entries carry ``serverTiming``.
+
+    CORS exposing ``Server-Timing`` lets scripts read the header; cross-origin resource timing
+    additionally needs this header, or the browser hands the page an empty ``serverTiming``.
+    """
+
+    def __init__(self, app: Any, origins: tuple[str, ...]) -> None:
+        self.app = app
+        self.origins = frozenset(origin.encode("latin-1") for origin in origins)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        origin = dict(scope.get("headers") or ()).get(b"origin") if scope["type"] == "http" else None
+        if origin is None or origin not in self.origins:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_timing(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (b"timing-allow-origin", origin)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_timing)
+
+
+if settings.frontend_origins:
+    # The browser sends Sentry's sentry-trace and baggage beside the W3C traceparent; the
+    # package continues a trace from traceparent only, and never takes inbound baggage.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(settings.frontend_origins),
+        allow_methods=["GET", "POST"],
+        allow_headers=["content-type", "x-gw2-key", "traceparent", "tracestate", "sentry-trace", "baggage"],
+    )
+    app.add_middleware(TimingAllowOrigin, origins=settings.frontend_origins)
 
 
 @app.exception_handler(UpstreamError)

@@ -23,6 +23,8 @@ class Settings:
     ai_model: str
     cache_ttl_seconds: int
     http_timeout_seconds: float
+    frontend_origins: tuple[str, ...]
+    """Browser origins of the frontend (``FRONTEND_ORIGINS``, comma separated): CORS allows them."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -36,6 +38,9 @@ class Settings:
             ai_model=env.get("AI_MODEL", "gpt-4o-mini"),
             cache_ttl_seconds=int(env.get("CACHE_TTL_SECONDS", "60")),
             http_timeout_seconds=float(env.get("HTTP_TIMEOUT_SECONDS", "10")),
+            frontend_origins=tuple(
+                origin.strip().rstrip("/") for origin in env.get("FRONTEND_ORIGINS", "").split(",") if origin.strip()
+            ),
         )
 
 

@@ -83,10 +83,16 @@ class SentryIngest:
                     return
                 answer = b'{"id":"00000000000000000000000000000000"}'
                 self.send_response(200)
+                # As Sentry's ingest does, so browser SDKs can read the answer.
+                self.send_header("Access-Control-Allow-Origin", "*")
+                self.send_header("Access-Control-Expose-Headers", "x-sentry-error, x-sentry-rate-limits, retry-after")
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
+                try:
+                    self.end_headers()
+                    self.wfile.write(answer)
+                except (BrokenPipeError, ConnectionResetError):
+                    return  # a browser page closed before reading the answer; the envelope is recorded
 
             def log_message(self, format: str, *args: Any) -> None:
                 return
