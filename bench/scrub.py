@@ -65,7 +65,9 @@ def build_spans(copies: int) -> list[ReadableSpan]:
                     {
                         "db.system.name": "postgresql",
                         "db.namespace": "app",
-                        "db.query.text": "SELECT characters.id, characters.name FROM characters WHERE characters.name = %(name_1)s",
+                        "db.query.text": (
+                            "SELECT characters.id, characters.name FROM characters WHERE characters.name = %(name_1)s"
+                        ),
                         "db.operation.name": "SELECT",
                         "server.address": "db.internal",
                         "server.port": 5432,

@@ -313,6 +313,7 @@ def build_redactor(settings: Settings, callback: Any = None) -> Redactor:
         extra_query_parameters=settings.redact_query_parameters,
         extra_keys=settings.redact_keys,
         callback=callback,
+        max_length=settings.attribute_value_length_limit,
     )
 
 

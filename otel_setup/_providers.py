@@ -36,7 +36,7 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.sdk.version import __version__ as sdk_version
 
 from otel_setup._fastmetrics import LocalMetrics, attach, merge_into
-from otel_setup._redaction import DEFAULT_REDACTOR, Redactor
+from otel_setup._redaction import DEFAULT_REDACTOR, SDK_LENGTH_FACTOR, Redactor
 from otel_setup._sampling import PresetIdGenerator, RootSpans
 from otel_setup._scrubbing import ScrubbingLogExporter, ScrubbingSpanExporter
 from otel_setup._selfmetrics import (
@@ -325,7 +325,10 @@ class Providers:
 
 
 def build_providers(settings: Settings, resource: Resource, *, redactor: Redactor = DEFAULT_REDACTOR) -> Providers:
-    limit: int = settings.attribute_value_length_limit
+    # The SDK keeps longer values than the configured limit: the scrubbing
+    # exporter redacts the whole value first and then cuts it to the limit, so
+    # a cut never leaves a piece of a secret (redact first, then truncate).
+    limit: int = settings.attribute_value_length_limit * SDK_LENGTH_FACTOR
     # Every limit is passed explicitly: SpanLimits reads the environment for
     # any it is not given.
     limits = SpanLimits(

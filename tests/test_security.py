@@ -37,7 +37,8 @@ from otel_setup._redaction import (
     DEFAULT_VALUE_PATTERNS,
     REDACTED,
     SENSITIVE_KEY_PATTERN,
-    SENSITIVE_QUERY_PARAMETERS,
+    Redactor,
+    is_sensitive_key,
 )
 from otel_setup._settings import resolve
 from tests.support.otlp_receiver import OtlpReceiver
@@ -86,11 +87,58 @@ def test_default_patterns_match_docs() -> None:
     section = _documented()
     patterns = re.findall(r"^- `(\w+)`: `(.+)`$", section, re.MULTILINE)
     assert tuple(patterns) == DEFAULT_VALUE_PATTERNS
-    parameters_text = section.split("Query parameters", 1)[1].split("\n\n", 1)[0]
-    documented = {name.lower() for name in re.findall(r"`([^`]+)`", parameters_text)}
-    assert documented == SENSITIVE_QUERY_PARAMETERS
     (key_pattern,) = re.findall(r"```text\n(.+)\n```", section)
     assert key_pattern == SENSITIVE_KEY_PATTERN
+
+
+# The semantic-conventions query parameters and the names this stack's APIs use: the one key rule
+# covers them all, so there is no second list to keep in step.
+QUERY_PARAMETERS = (
+    "AWSAccessKeyId", "Signature", "sig", "X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token",
+    "X-Goog-Signature", "access_token", "token", "id_token", "refresh_token", "api_key", "apikey", "key", "code",
+    "client_secret", "secret", "password", "auth", "signature", "session",
+    # issue 18: outside the old fixed list
+    "auth_token", "access_key", "private_token", "api-key", "x-api-key", "client-secret", "AccessToken",
+)  # fmt: skip
+KEPT_KEYS = (
+    "code.lineno", "code.function.name", "code.file.path", "http.response.status_code", "gen_ai.token.type",
+    "cache_key", "idempotency_key", "db.query.text", "url.full", "url.query", "http.route", "lang", "page",
+    "gen_ai.request.model", "error.type", "http.request.method",
+)  # fmt: skip
+
+
+def test_one_key_rule_for_every_kind_of_name() -> None:
+    for name in QUERY_PARAMETERS:
+        assert is_sensitive_key(name), name
+        assert is_sensitive_key(name.upper()), name
+    for name in KEPT_KEYS:
+        assert not is_sensitive_key(name), name
+    redactor = Redactor()
+    query = "&".join(f"{name}=v{i}secretvalue" for i, name in enumerate(QUERY_PARAMETERS)) + "&lang=en"
+    # inbound url.query, an outbound url.full, and the same URL inside free text
+    for where in (
+        redactor.query(query),
+        str(redactor.value("url.full", f"https://api.example/v2/x?{query}")),
+        redactor.text(f"GET https://api.example/v2/x?{query} failed"),
+    ):
+        assert "secretvalue" not in where, where
+        assert where.count(REDACTED) == len(QUERY_PARAMETERS) and "lang=en" in where
+    # header names and log fields: the same rule
+    from otel_setup._scrubbing import captured_headers
+
+    headers = [("x-auth-token", "abc123456789"), ("private-token", "def123456789"), ("x-request-id", "r1")]
+    captured = captured_headers(headers, frozenset(n for n, _ in headers), "http.request.header", redactor)
+    assert captured == {
+        "http.request.header.x-auth-token": (REDACTED,),
+        "http.request.header.private-token": (REDACTED,),
+        "http.request.header.x-request-id": ("r1",),
+    }
+    assert redactor.value("log", {"auth_token": "abc", "access-key": "def", "count": 3, "user": "bob"}) == {
+        "auth_token": REDACTED,
+        "access-key": REDACTED,
+        "count": 3,
+        "user": "bob",
+    }
 
 
 # --- the canary -------------------------------------------------------------------------------
