@@ -89,6 +89,7 @@ _VALUE_TRIGGERS: Final = (
     "acca",
     "a3t",
     "gh",
+    "github_pat_",
     "gl",
     "xox",
     "hooks.slack.com",
