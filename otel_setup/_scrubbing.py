@@ -226,7 +226,8 @@ def _scrub_points(points: Sequence[Any], redactor: Redactor, *, add: bool) -> li
     changed = False
     merged: dict[frozenset[tuple[str, Any]], Any] = {}
     order: list[frozenset[tuple[str, Any]]] = []
-    for point in points:
+    for original in points:
+        point = original
         attributes = point.attributes or {}
         new = redactor.attributes(attributes)
         if new is not None:

@@ -17,7 +17,6 @@ import sys
 import traceback
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
