@@ -75,37 +75,53 @@ DEFAULT_VALUE_PATTERNS: Final[tuple[tuple[str, str], ...]] = (
     ("db_failing_row", r"Failing row contains \([^\n]*\)"),
 )
 
-# Literal pieces of which every default pattern contains at least one (looked
-# up in the lower-cased text): a string with none of them skips the combined
-# expression. A string from the user's own patterns always runs it.
-_VALUE_TRIGGERS: Final = (
-    "eyj",
-    "sk-",
-    "bearer",
-    "basic",
-    "akia",
-    "asia",
-    "abia",
-    "acca",
-    "a3t",
-    "gh",
-    "github_pat_",
-    "gl",
-    "xox",
-    "hooks.slack.com",
-    "aiza",
-    "k_test_",
-    "k_live_",
-    "k_prod_",
-    "npm_",
-    "sg.",
-    "hf_",
-    "api_org_",
-    "-----begin",
-    "[parameters: ",
-    "key (",
-    "failing row contains",
-)
+# Literal pieces (lower-cased) of which each default pattern's match contains
+# at least one: a pattern runs only on strings that contain one of its own, so
+# ordinary strings pay a few substring tests instead of twenty expressions.
+# ``None``: the GW2 key, which has no literal part, runs on strings with at
+# least eight dashes.
+_TRIGGERS: Final[dict[str, tuple[str, ...] | None]] = {
+    "gw2_key": None,
+    "jwt": ("eyj",),
+    "openai_key": ("sk-",),
+    "bearer": ("bearer",),
+    "basic_auth": ("basic",),
+    "aws_access_key_id": ("akia", "asia", "abia", "acca", "a3t"),
+    "github_token": ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"),
+    "github_fine_grained_pat": ("github_pat_",),
+    "gitlab_token": (
+        "glpat-",
+        "gldt-",
+        "glrt-",
+        "glptt-",
+        "glft-",
+        "glsoat-",
+        "glcbt-",
+        "glimt-",
+        "glagent-",
+        "gloas-",
+        "glffct-",
+    ),
+    "slack_token": ("xox",),
+    "slack_webhook": ("hooks.slack.com",),
+    "google_api_key": ("aiza",),
+    "stripe_key": ("k_test_", "k_live_", "k_prod_"),
+    "npm_token": ("npm_",),
+    "sendgrid_key": ("sg.",),
+    "huggingface_token": ("hf_", "api_org_"),
+    "private_key": ("-----begin",),
+    "sql_parameters": ("[parameters: ",),
+    "db_key_detail": ("key (",),
+    "db_failing_row": ("failing row contains",),
+}
+
+# One search finds which triggers a string holds; each maps to the indexes of
+# the patterns it stands for ("" for the GW2 key's dashes).
+_TRIGGERED: Final[dict[str, tuple[int, ...]]] = {}
+for _index, (_name, _) in enumerate(DEFAULT_VALUE_PATTERNS):
+    for _trigger in _TRIGGERS[_name] or ("",):
+        _TRIGGERED[_trigger] = (*_TRIGGERED.get(_trigger, ()), _index)
+_TRIGGER_RE: Final = re.compile("|".join(re.escape(t) for t in sorted(_TRIGGERED, key=len, reverse=True) if t))
 
 # Key names whose string values are secrets, case-insensitive: attribute keys,
 # log fields, query parameter names, header names, metric attribute keys and
@@ -130,6 +146,27 @@ one is passed as ``span.name``, ``event.name``, ``status.description`` or
 ``log.body``.
 """
 
+_KEY_WORDS: Final = (
+    "pass",
+    "secret",
+    "token",
+    "authori",
+    "cookie",
+    "session",
+    "credential",
+    "sig",
+    "key",
+    "auth",
+    "pwd",
+    "dsn",
+    "jwt",
+    "otp",
+    "csrf",
+    "xsrf",
+    "bearer",
+    "code",
+)
+
 # Containers nested deeper than this are replaced whole: a value the redactor
 # did not look at must not leave the process.
 _MAX_DEPTH: Final = 12
@@ -142,10 +179,10 @@ _USERINFO_RE: Final = re.compile(r"(?<=://)[^/?#\s]+@")
 # ``key=value`` / ``key: value`` (query strings, log lines, header dumps). An
 # authorization scheme is part of a bare value (``Authorization: Basic ...``).
 _PAIR_RE: Final = re.compile(
-    r"""(?P<q>["'])(?P<qk>[\w.-]{1,80})(?P=q)\s*[:=]\s*(?P<v>["'])(?P<qv>(?:\\.|(?!(?P=v))[^\\])*)(?P=v)"""
-    r"""|(?P<ck>[\w.-]{1,80})(?:=|:\s*)(?P<cq>["'])(?P<cv>(?:\\.|(?!(?P=cq))[^\\])*)(?P=cq)"""
-    r"""|(?P<bk>[\w.-]{1,80})(?:=|:[ \t]+)(?P<bv>(?:(?i:basic|bearer|digest|token|negotiate|apikey)[ \t]+)?"""
-    r"""[^\s&"'<>,;()\[\]{}]+)"""
+    r"""(?P<q>["'])(?P<qk>[\w.-]{1,80}+)(?P=q)\s*[:=]\s*(?P<v>["'])(?P<qv>(?:\\.|(?!(?P=v))[^\\])*)(?P=v)"""
+    r"""|(?<![\w.-])(?P<ck>[\w.-]{1,80}+)(?:=|:\s*)(?P<cq>["'])(?P<cv>(?:\\.|(?!(?P=cq))[^\\])*)(?P=cq)"""
+    r"""|(?<![\w.-])(?P<bk>[\w.-]{1,80}+)(?:=|:[ \t]+)"""
+    r"""(?P<bv>(?:(?i:basic|bearer|digest|token|negotiate|apikey)[ \t]+)?[^\s&"'<>,;()\[\]{}]+)"""
 )
 # The SDK keeps attribute values up to this many times the configured limit;
 # the scrubber redacts the whole value first, then cuts it to the limit.
@@ -188,7 +225,11 @@ class Redactor:
             *DEFAULT_VALUE_PATTERNS,
             *(("custom", pattern) for pattern in extra_patterns),
         )
-        self._always_scan = bool(extra_patterns)
+        # (expression, triggers) per default pattern; the user's patterns in one expression that always runs.
+        self._patterns: list[re.Pattern[str]] = [re.compile(pattern) for _, pattern in DEFAULT_VALUE_PATTERNS]
+        self._custom_re = (
+            re.compile("|".join(f"(?:{pattern})" for pattern in extra_patterns)) if extra_patterns else None
+        )
         names = sorted({name.strip().lower() for name in extra_query_parameters if name.strip()})
         self.query_parameters: frozenset[str] = frozenset(names)
         keys = sorted({key.strip().lower() for key in extra_keys if key.strip()})
@@ -202,7 +243,8 @@ class Redactor:
         self.max_length = max_length
         self.sdk_length = max_length * SDK_LENGTH_FACTOR
         self._key_re = re.compile(self.key_pattern, re.IGNORECASE)
-        self._value_re = re.compile("|".join(f"(?:{pattern})" for _, pattern in self.value_patterns))
+        # Every alternative of the key rule contains one of these: text without any has no sensitive pair.
+        self._key_words_re = re.compile("|".join([*_KEY_WORDS, *(re.escape(k) for k in (*keys, *names))]))
         self._key_cache: dict[str, bool] = {}
         # Export-side scrubbing sees the same short values on every span
         # ("GET", "/items/{item_id}", "127.0.0.1"): remember their outcome.
@@ -234,9 +276,19 @@ class Redactor:
     def _builtin(self, text: str) -> str:
         if "@" in text and "://" in text:
             text = _USERINFO_RE.sub(f"{REDACTED}:{REDACTED}@", text)
-        if self._always_scan or text.count("-") >= 8 or _triggered(text):
-            text = self._value_re.sub(REDACTED, text)
-        if "=" in text or ": " in text or ":'" in text or ':"' in text or ":\t" in text:
+        lowered = text.lower()
+        hits = _TRIGGER_RE.findall(lowered)
+        if text.count("-") >= 8:
+            hits.append("")
+        if hits:
+            patterns = self._patterns
+            for index in sorted({index for hit in hits for index in _TRIGGERED[hit]}):
+                text = patterns[index].sub(REDACTED, text)
+        if self._custom_re is not None:
+            text = self._custom_re.sub(REDACTED, text)
+        if ("=" in text or ": " in text or ":'" in text or ':"' in text or ":\t" in text) and self._key_words_re.search(
+            lowered
+        ):
             text = _PAIR_RE.sub(self._pair, text)
         return text
 
@@ -361,12 +413,6 @@ DEFAULT_REDACTOR: Final = Redactor()
 def redact_text(text: str) -> str:
     """Replace secret-looking substrings, sensitive pairs and URL credentials inside free text."""
     return DEFAULT_REDACTOR.cached_text(text)
-
-
-def _triggered(text: str) -> bool:
-    """Whether any default value pattern could match: one lower-casing, then substring tests."""
-    lowered = text.lower()
-    return any(trigger in lowered for trigger in _VALUE_TRIGGERS)
 
 
 def is_sensitive_key(key: str) -> bool:

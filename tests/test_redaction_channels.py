@@ -179,7 +179,7 @@ def test_a_key_across_the_attribute_limit_leaves_no_piece(otlp_receiver: OtlpRec
         span.add_event("note", {"detail": value})
         logging.getLogger("app").warning("noted", extra={"note": value})
     telemetry.force_flush(5.0)
-    assert otlp_receiver.wait_for(lambda r: r.spans() and r.log_records())
+    assert otlp_receiver.wait_for(lambda r: bool(r.spans() and r.log_records()))
     (exported,) = otlp_receiver.spans()
     assert len(exported.attributes["app.note"]) == 2048
     assert exported.attributes["app.note"][2020:2028] == REDACTED
@@ -241,6 +241,7 @@ def test_user_counter_attributes_go_through_the_key_rule(otlp_receiver: OtlpRece
     counter.add(1, {"api_key": first, "world": "eu"})
     counter.add(2, {"api_key": second, "world": "eu"})
     counter.add(5, {"world": "na", "note": f"redis://:{first}@cache:6379/0"})
+    assert telemetry.prometheus_registry is not None
     text = generate_latest(telemetry.prometheus_registry).decode()
     telemetry.force_flush(5.0)
     assert otlp_receiver.wait_for(lambda r: any(p.name == "app.lookups" for p in r.metric_points()))
@@ -309,7 +310,7 @@ def test_bound_parameters_never_leave(
         telemetry.force_flush(5.0)
         assert ingest.wait_for(lambda i: len(i.events()) >= 1)
         assert otlp_receiver.wait_for(
-            lambda r: any(e["name"] == "exception" for s in r.spans() for e in s.events) and r.log_records()
+            lambda r: any(e["name"] == "exception" for s in r.spans() for e in s.events) and bool(r.log_records())
         )
     finally:
         with engine.begin() as connection:
