@@ -123,6 +123,19 @@ for _index, (_name, _) in enumerate(DEFAULT_VALUE_PATTERNS):
         _TRIGGERED[_trigger] = (*_TRIGGERED.get(_trigger, ()), _index)
 _TRIGGER_RE: Final = re.compile("|".join(re.escape(t) for t in sorted(_TRIGGERED, key=len, reverse=True) if t))
 
+# What a match becomes when the context is worth keeping (the columns of a
+# unique violation, the brackets SQLAlchemy's message is read by); else REDACTED.
+_REPLACEMENTS: Final[dict[int, str | Callable[[re.Match[str]], str]]] = {
+    index: replacement
+    for index, (name, _) in enumerate(DEFAULT_VALUE_PATTERNS)
+    for key, replacement in (
+        ("sql_parameters", f"[parameters: {REDACTED}]"),
+        ("db_key_detail", lambda m: m.group(0).split(")=(", 1)[0] + f")=({REDACTED})"),
+        ("db_failing_row", f"Failing row contains ({REDACTED})"),
+    )
+    if key == name
+}
+
 # Key names whose string values are secrets, case-insensitive: attribute keys,
 # log fields, query parameter names, header names, metric attribute keys and
 # the keys of ``key=value`` pairs in free text all go through this one rule.
@@ -283,7 +296,7 @@ class Redactor:
         if hits:
             patterns = self._patterns
             for index in sorted({index for hit in hits for index in _TRIGGERED[hit]}):
-                text = patterns[index].sub(REDACTED, text)
+                text = patterns[index].sub(_REPLACEMENTS.get(index, REDACTED), text)
         if self._custom_re is not None:
             text = self._custom_re.sub(REDACTED, text)
         if ("=" in text or ": " in text or ":'" in text or ':"' in text or ":\t" in text) and self._key_words_re.search(

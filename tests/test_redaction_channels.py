@@ -326,7 +326,13 @@ def test_bound_parameters_never_leave(
         for e in s.events
         if e["name"] == "exception"
     ]
-    assert any("UniqueViolation" in m and "DETAIL:  REDACTED" in m and "[SQL: INSERT" in m for m in messages)
+    assert any(
+        "UniqueViolation" in m
+        and "DETAIL:  Key (email)=(REDACTED)" in m
+        and "[parameters: REDACTED]" in m
+        and "[SQL: INSERT" in m
+        for m in messages
+    ), messages
     assert "UniqueViolation" in sentry and "IntegrityError" in out
 
 
