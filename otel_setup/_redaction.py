@@ -43,7 +43,7 @@ REDACTED: Final = "REDACTED"
 #
 # The token formats from aws_access_key_id to private_key are the published
 # rules of gitleaks (https://github.com/gitleaks/gitleaks, config/gitleaks.toml,
-# MIT licence, Copyright (c) 2019 Zachary Rice), taken as data: the rule's
+# MIT licence, Copyright (c) 2019 Zachary Rice; see NOTICE), taken as data: the rule's
 # secret part, without gitleaks' trailing-context group (a redactor replaces
 # the token, it does not report a line). Rule ids are in the README table.
 DEFAULT_VALUE_PATTERNS: Final[tuple[tuple[str, str], ...]] = (

@@ -91,7 +91,9 @@ def secret_text(draw: st.DrawFn) -> tuple[str, str]:
         secret = token
         embedded = f"{scheme}://:{token}@cache.internal:6379/0"
     elif kind == "pair":
-        name = mixed_case(draw, draw(st.sampled_from(["x-api-key", "auth_token", "private_token", "password", "secret"])))
+        name = mixed_case(
+            draw, draw(st.sampled_from(["x-api-key", "auth_token", "private_token", "password", "secret"]))
+        )
         shape = draw(st.sampled_from(["{k}={v}", "{k}: {v}", '"{k}": "{v}"', "'{k}': '{v}'", "{k}='{v}'"]))
         secret = token
         embedded = shape.format(k=name, v=token)
