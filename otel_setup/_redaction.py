@@ -306,18 +306,15 @@ class Redactor:
         return text
 
     def _pair(self, match: re.Match[str]) -> str:
-        group = match.group
-        if match.group("qk") is not None:
-            key, start, end = group("qk"), match.start("qv"), match.end("qv")
-        elif match.group("ck") is not None:
-            key, start, end = group("ck"), match.start("cv"), match.end("cv")
-        else:
-            key, start, end = group("bk"), match.start("bv"), match.end("bv")
-        if not self.is_sensitive_key(key) or group(0)[start - match.start() : end - match.start()] == REDACTED:
-            return group(0)
-        whole = group(0)
-        offset = match.start()
-        return whole[: start - offset] + REDACTED + whole[end - offset :]
+        """One pair found by ``_PAIR_RE``: its value replaced when its key is sensitive."""
+        # The branch that matched: quoted key and value, bare key with quoted value, bare pair.
+        value_group = "qv" if match.group("qk") is not None else "cv" if match.group("ck") is not None else "bv"
+        key = match.group({"qv": "qk", "cv": "ck", "bv": "bk"}[value_group])
+        whole = match.group(0)
+        if not self.is_sensitive_key(key):
+            return whole
+        start, end = match.start(value_group) - match.start(), match.end(value_group) - match.start()
+        return whole[:start] + REDACTED + whole[end:]
 
     def query(self, query: str) -> str:
         """``access_token=abc&lang=en`` -> ``access_token=REDACTED&lang=en``."""
