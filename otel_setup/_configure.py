@@ -168,6 +168,10 @@ def _build(settings: Settings, features: Mapping[str, Any], app: Any) -> Telemet
 
         telemetry.add_cleanup(install_propagation_guard(HostPolicy(settings.propagate_to)))
     _start_runtime_and_contrib(settings, providers, telemetry)
+    from otel_setup._propagation import install_trace_context_log_limits
+
+    # A hostile traceparent/tracestate is echoed in a short prefix, a few lines a minute.
+    telemetry.add_cleanup(install_trace_context_log_limits())
     _start_logging(settings, features, telemetry)
     # Export threads encode in Python: keep their hold on the interpreter lock short (see _runtime).
     telemetry.add_cleanup(lower_switch_interval(settings.switch_interval_ms))
@@ -293,6 +297,7 @@ def _start_sentry(settings: Settings, telemetry: Telemetry) -> None:
         redactor=telemetry.redactor,
     )
     telemetry.error_reporter = bridge.capture_request_error
+    telemetry.request_isolation = bridge.isolate
     bridge.register_metrics(telemetry.meter_provider)  # otel_setup.sentry.events.dropped
     telemetry.add_shutdown_step(lambda: bridge.close(min(2.0, float(settings.shutdown_timeout))))
     telemetry.instrumentations["sentry"] = "active"
@@ -380,6 +385,7 @@ def build_redactor(settings: Settings, callback: Any = None) -> Redactor:
         extra_query_parameters=settings.redact_query_parameters,
         extra_keys=settings.redact_keys,
         callback=callback,
+        max_length=settings.attribute_value_length_limit,
     )
 
 

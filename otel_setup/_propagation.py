@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
@@ -44,7 +45,15 @@ from opentelemetry.propagators.textmap import (
     default_setter,
 )
 
-__all__ = ["NO_PROPAGATION", "GuardedPropagator", "HostPolicy", "install_propagation_guard", "refuse_propagation"]
+__all__ = [
+    "NO_PROPAGATION",
+    "GuardedPropagator",
+    "HostPolicy",
+    "HostileTraceContextFilter",
+    "install_propagation_guard",
+    "install_trace_context_log_limits",
+    "refuse_propagation",
+]
 
 NO_PROPAGATION: Final = otel_context.create_key("otel_setup.no_propagation")
 _INTERNAL_SUFFIXES: Final = (".internal", ".local", ".lan", ".svc", ".cluster.local", ".home.arpa", ".localhost")
@@ -156,5 +165,62 @@ def install_propagation_guard(policy: HostPolicy) -> Callable[[], None]:
         set_propagation_policy(None)
         if propagate.get_global_textmap() is guarded:
             propagate.set_global_textmap(guarded.inner)
+
+    return undo
+
+
+# Loggers that echo a client's traceparent or tracestate when they reject it.
+_TRACE_CONTEXT_LOGGERS: Final = ("opentelemetry.trace.span", "opentelemetry.trace.propagation.tracecontext")
+_ECHO_LIMIT: Final = 32
+
+
+class HostileTraceContextFilter(logging.Filter):
+    """Warnings about an invalid ``traceparent``/``tracestate``: a short prefix of the client's text, rate-limited.
+
+    The SDK logs the rejected header (``tracestate`` may be 4 KB a line) once
+    per bad request: a client could write what it likes into our logs, as
+    often as it likes. Each argument is cut to ``_ECHO_LIMIT`` characters and
+    at most ``per_minute`` lines a minute pass per logger, as for export failures.
+    """
+
+    def __init__(self, per_minute: int = 3, clock: Callable[[], float] | None = None) -> None:
+        super().__init__()
+        import time
+
+        self._per_minute = per_minute
+        self._clock = clock or time.monotonic
+        self._windows: dict[str, tuple[float, int]] = {}
+        self.suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = self._clock()
+        start, count = self._windows.get(record.name, (now, 0))
+        if now - start >= 60.0:
+            start, count = now, 0
+        self._windows[record.name] = (start, count + 1)
+        if count >= self._per_minute:
+            self.suppressed += 1
+            return False
+        record.msg = _bounded(str(record.msg), 160)
+        if record.args:
+            args = record.args if isinstance(record.args, tuple) else (record.args,)
+            record.args = tuple(_bounded(str(arg), _ECHO_LIMIT) for arg in args)
+        return True
+
+
+def _bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text) - limit} more characters)"
+
+
+def install_trace_context_log_limits(per_minute: int = 3) -> Callable[[], None]:
+    """Put :class:`HostileTraceContextFilter` on the SDK's trace-context loggers; returns the undo."""
+    limiter = HostileTraceContextFilter(per_minute)
+    loggers = [logging.getLogger(name) for name in _TRACE_CONTEXT_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(limiter)
+
+    def undo() -> None:
+        for logger in loggers:
+            logger.removeFilter(limiter)
 
     return undo

@@ -36,9 +36,9 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.sdk.version import __version__ as sdk_version
 
 from otel_setup._fastmetrics import LocalMetrics, attach, merge_into
-from otel_setup._redaction import DEFAULT_REDACTOR, Redactor
+from otel_setup._redaction import DEFAULT_REDACTOR, SDK_LENGTH_FACTOR, Redactor
 from otel_setup._sampling import PresetIdGenerator, RootSpans
-from otel_setup._scrubbing import ScrubbingLogExporter, ScrubbingSpanExporter
+from otel_setup._scrubbing import ScrubbingLogExporter, ScrubbingSpanExporter, scrub_metrics
 from otel_setup._selfmetrics import (
     CountingLogExporter,
     CountingMetricExporter,
@@ -78,10 +78,18 @@ DURATION_BUCKETS: tuple[float, ...] = (
 class _PeriodicReader(PeriodicExportingMetricReader):
     """OTLP push of the SDK's metrics plus the hot-path instruments'."""
 
-    def __init__(self, local: LocalMetrics, resource: Resource, exporter: Any, **options: Any) -> None:
+    def __init__(
+        self,
+        local: LocalMetrics,
+        resource: Resource,
+        exporter: Any,
+        redactor: Redactor = DEFAULT_REDACTOR,
+        **options: Any,
+    ) -> None:
         super().__init__(exporter, **options)
         self._local = local
         self._resource = resource
+        self._redactor = redactor
 
     # ``collect`` is marked final for type checkers only. The SDK has no
     # metric-producer seam, and its own ``collect`` skips the export entirely
@@ -93,7 +101,8 @@ class _PeriodicReader(PeriodicExportingMetricReader):
             return
         metrics_data = merge_into(collect_sdk(self, timeout_millis=timeout_millis), self._local, self._resource)
         if metrics_data is not None:
-            self._receive_metrics(metrics_data, timeout_millis=timeout_millis)
+            # redaction: user instruments' attributes (the hot-path ones have fixed, clean keys)
+            self._receive_metrics(scrub_metrics(metrics_data, self._redactor), timeout_millis=timeout_millis)
 
 
 def _prometheus_reader_class() -> Any:
@@ -107,10 +116,13 @@ def _prometheus_reader_class() -> Any:
         then prints every family twice, which Prometheus rejects).
         """
 
-        def __init__(self, local: LocalMetrics, resource: Resource, **options: Any) -> None:
+        def __init__(
+            self, local: LocalMetrics, resource: Resource, redactor: Redactor = DEFAULT_REDACTOR, **options: Any
+        ) -> None:
             super().__init__(**options)
             self._local = local
             self._resource = resource
+            self._redactor = redactor
             collector: Any = self._collector
             collector._callback = self._scrape  # the collector's hook into this reader
 
@@ -123,7 +135,8 @@ def _prometheus_reader_class() -> Any:
                 return
             metrics_data = merge_into(collect_sdk(self, timeout_millis=10_000), self._local, self._resource)
             if metrics_data is not None:
-                self._collector.add_metrics_data(align_shared_families(metrics_data))
+                scrubbed = scrub_metrics(metrics_data, self._redactor)
+                self._collector.add_metrics_data(align_shared_families(scrubbed))
 
     return PrometheusReader
 
@@ -168,8 +181,10 @@ def align_shared_families(metrics_data: Any) -> Any:
     return metrics_data
 
 
-def _PrometheusReader(local: LocalMetrics, resource: Resource, **options: Any) -> MetricReader:
-    reader: MetricReader = _prometheus_reader_class()(local, resource, **options)
+def _PrometheusReader(
+    local: LocalMetrics, resource: Resource, redactor: Redactor = DEFAULT_REDACTOR, **options: Any
+) -> MetricReader:
+    reader: MetricReader = _prometheus_reader_class()(local, resource, redactor, **options)
     return reader
 
 
@@ -274,6 +289,7 @@ def _otlp_metric_reader(
     local: LocalMetrics,
     resource: Resource,
     reset_after_fork: list[Any] | None = None,
+    redactor: Redactor = DEFAULT_REDACTOR,
 ) -> MetricReader:
     exporter, component = _otlp_exporter(settings, "metrics")
     if reset_after_fork is not None:
@@ -282,6 +298,7 @@ def _otlp_metric_reader(
         local,
         resource,
         CountingMetricExporter(exporter, counters, component),
+        redactor,
         export_interval_millis=settings.metric_export_interval,
         export_timeout_millis=settings.otlp_timeout * 1000,
     )
@@ -325,7 +342,10 @@ class Providers:
 
 
 def build_providers(settings: Settings, resource: Resource, *, redactor: Redactor = DEFAULT_REDACTOR) -> Providers:
-    limit: int = settings.attribute_value_length_limit
+    # The SDK keeps longer values than the configured limit: the scrubbing
+    # exporter redacts the whole value first and then cuts it to the limit, so
+    # a cut never leaves a piece of a secret (redact first, then truncate).
+    limit: int = settings.attribute_value_length_limit * SDK_LENGTH_FACTOR
     # Every limit is passed explicitly: SpanLimits reads the environment for
     # any it is not given.
     limits = SpanLimits(
@@ -358,9 +378,9 @@ def build_providers(settings: Settings, resource: Resource, *, redactor: Redacto
         # never collide with whatever else registered in prometheus_client's
         # global REGISTRY.
         registry = CollectorRegistry(auto_describe=True)
-        readers.append(_PrometheusReader(local, resource, registry=registry))
+        readers.append(_PrometheusReader(local, resource, redactor, registry=registry))
     if "otlp" in metric_exporters:
-        readers.append(_otlp_metric_reader(settings, counters, local, resource, exporters_to_reset))
+        readers.append(_otlp_metric_reader(settings, counters, local, resource, exporters_to_reset, redactor))
     if "console" in metric_exporters:
         readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
     meter_provider = MeterProvider(metric_readers=readers, resource=resource, shutdown_on_exit=False)

@@ -27,7 +27,7 @@ from opentelemetry.util.types import Attributes
 
 from otel_setup._redaction import REDACTED, Redactor
 
-__all__ = ["ScrubbingLogExporter", "ScrubbingSpanExporter", "captured_headers", "scrub_span"]
+__all__ = ["ScrubbingLogExporter", "ScrubbingSpanExporter", "captured_headers", "scrub_metrics", "scrub_span"]
 
 
 def _bounded(original: Any, new: Mapping[str, Any]) -> Attributes:
@@ -195,3 +195,73 @@ def captured_headers(
         clean = REDACTED if redactor.is_sensitive_key(name) else redactor.text(value, f"{prefix}.{name}")
         captured.setdefault(f"{prefix}.{name}", []).append(clean)
     return {key: tuple(values) for key, values in captured.items()}
+
+
+def scrub_metrics(metrics_data: Any, redactor: Redactor) -> Any:
+    """Metric point attributes through the key rule and the value patterns, at collection time.
+
+    A user's counter with ``{"api_key": value}`` must not show the value on
+    ``/metrics`` or over OTLP. Points whose attributes become equal after
+    redaction are merged (sums added, histograms combined, the last gauge
+    kept), so Prometheus never sees one series twice. Runs per collection
+    (a scrape or an export interval), never on a request; points that do not
+    change are not copied.
+    """
+    if metrics_data is None:
+        return None
+    for resource_metrics in metrics_data.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            metrics = scope_metrics.metrics
+            for index, metric in enumerate(metrics):
+                points = metric.data.data_points
+                new_points = _scrub_points(points, redactor, add=hasattr(metric.data, "is_monotonic"))
+                if new_points is not None:
+                    metrics[index] = dataclasses.replace(
+                        metric, data=dataclasses.replace(metric.data, data_points=new_points)
+                    )
+    return metrics_data
+
+
+def _scrub_points(points: Sequence[Any], redactor: Redactor, *, add: bool) -> list[Any] | None:
+    changed = False
+    merged: dict[frozenset[tuple[str, Any]], Any] = {}
+    order: list[frozenset[tuple[str, Any]]] = []
+    for original in points:
+        point = original
+        attributes = point.attributes or {}
+        new = redactor.attributes(attributes)
+        if new is not None:
+            changed = True
+            point = dataclasses.replace(point, attributes=new)
+            attributes = new
+        key = frozenset(attributes.items())
+        existing = merged.get(key)
+        if existing is None:
+            merged[key] = point
+            order.append(key)
+        else:
+            changed = True
+            merged[key] = _merge_points(existing, point, add=add)
+    if not changed:
+        return None
+    return [merged[key] for key in order]
+
+
+def _merge_points(first: Any, second: Any, *, add: bool) -> Any:
+    """Two points of one series (equal after redaction) as one; ``add``: the points are sums."""
+    if hasattr(first, "bucket_counts") and hasattr(first, "explicit_bounds"):
+        if list(first.explicit_bounds) != list(second.explicit_bounds):
+            return first
+        return dataclasses.replace(
+            first,
+            count=first.count + second.count,
+            sum=first.sum + second.sum,
+            bucket_counts=[a + b for a, b in zip(first.bucket_counts, second.bucket_counts, strict=True)],
+            min=min(first.min, second.min),
+            max=max(first.max, second.max),
+            start_time_unix_nano=min(first.start_time_unix_nano, second.start_time_unix_nano),
+        )
+    if add and hasattr(first, "value"):
+        return dataclasses.replace(first, value=first.value + second.value)
+    # Gauges and exponential histograms: the later point stands for the series.
+    return second

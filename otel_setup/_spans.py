@@ -17,7 +17,8 @@ _STACKTRACE_LIMIT: Final = 2000
 
 def record_error(span: Span, error: BaseException, *, escaped: bool = True) -> None:
     """An ``exception`` event (semconv attributes, redacted, bounded) and ERROR status."""
-    stacktrace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    # Redact first, then trim: a trim must never leave a piece of a secret.
+    stacktrace = redact_text("".join(traceback.format_exception(type(error), error, error.__traceback__)))
     if len(stacktrace) > _STACKTRACE_LIMIT:
         stacktrace = "..." + stacktrace[-_STACKTRACE_LIMIT:]
     message = redact_text(str(error))[:_STACKTRACE_LIMIT]
@@ -28,7 +29,7 @@ def record_error(span: Span, error: BaseException, *, escaped: bool = True) -> N
             if type(error).__module__ != "builtins"
             else type(error).__qualname__,
             "exception.message": message,
-            "exception.stacktrace": redact_text(stacktrace),
+            "exception.stacktrace": stacktrace,
             "exception.escaped": escaped,
         },
     )

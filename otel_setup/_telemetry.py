@@ -55,6 +55,8 @@ class Telemetry:
         self.write_waiting_lines: Callable[[], None] | None = None
         """Writes request log lines still waiting for their batch (stdout a pipe or file)."""
         self.error_reporter: Callable[[BaseException | None, str, str | None, int], None] | None = None
+        self.request_isolation: Callable[[Any], Any] | None = None
+        """Wraps the app inside the server middleware: one Sentry isolation scope per request."""
 
     # --- what is running -------------------------------------------------
 
@@ -157,6 +159,10 @@ class Telemetry:
             roots=self._providers.root_spans,
             capture_headers=self._server_header_capture(),
         )
+        isolation = self.request_isolation
+        if isolation is not None and not is_instrumented(app):
+            inner_build = app.build_middleware_stack
+            app.build_middleware_stack = lambda: isolation(inner_build())
         instrument_app(
             app,
             tracer_provider=self._providers.tracer_provider,

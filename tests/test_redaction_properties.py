@@ -2,7 +2,7 @@
 
 Structures up to four levels deep mix benign and sensitive keys (drawn from the
 key table in random case), and strings embed secrets of every default kind in
-longer text. The checks: no secret (and no 16-character piece of one) is left,
+longer text. The checks: no secret (and no 12-character piece of one) is left,
 every planted secret left a ``REDACTED`` marker, and benign data is untouched.
 """
 
@@ -61,7 +61,11 @@ def _hex(draw: st.DrawFn, n: int) -> str:
 @st.composite
 def secret_text(draw: st.DrawFn) -> tuple[str, str]:
     """(text with a secret inside, the secret)."""
-    kind = draw(st.sampled_from(["gw2", "jwt", "openai", "bearer", "query", "userinfo", "custom"]))
+    kind = draw(
+        st.sampled_from(
+            ["gw2", "jwt", "openai", "bearer", "query", "userinfo", "custom", "empty_user", "pair", "format", "sql"]
+        )
+    )
     token = draw(st.text(TOKEN_ALPHABET, min_size=16, max_size=40))
     if kind == "gw2":
         secret = "-".join(_hex(draw, n) for n in (8, 4, 4, 4, 20, 4, 4, 4, 12))
@@ -82,6 +86,25 @@ def secret_text(draw: st.DrawFn) -> tuple[str, str]:
     elif kind == "userinfo":
         secret = token
         embedded = f"postgresql://app:{token}@db.internal:5432/app"
+    elif kind == "empty_user":
+        scheme = draw(st.sampled_from(["redis", "rediss", "https", "amqp"]))
+        secret = token
+        embedded = f"{scheme}://:{token}@cache.internal:6379/0"
+    elif kind == "pair":
+        name = mixed_case(
+            draw, draw(st.sampled_from(["x-api-key", "auth_token", "private_token", "password", "secret"]))
+        )
+        shape = draw(st.sampled_from(["{k}={v}", "{k}: {v}", '"{k}": "{v}"', "'{k}': '{v}'", "{k}='{v}'"]))
+        secret = token
+        embedded = shape.format(k=name, v=token)
+    elif kind == "format":
+        prefix = draw(st.sampled_from(["ghp_", "glpat-", "npm_", "sk_live_", "xoxb-1234567890-"]))
+        size = {"ghp_": 36, "npm_": 36}.get(prefix, 24)
+        secret = prefix + draw(st.text(TOKEN_ALPHABET, min_size=size, max_size=size))
+        embedded = secret
+    elif kind == "sql":
+        secret = token
+        embedded = f"[parameters: {{'id': 2, 'email': '{token}'}}]"
     else:
         secret = "acme_" + draw(st.text("0123456789abcdef", min_size=24, max_size=24))
         embedded = secret
@@ -154,7 +177,7 @@ def planted_documents(draw: st.DrawFn) -> tuple[Any, list[str]]:
     return doc, _planted_in(value)
 
 
-def pieces(secret: str, size: int = 16) -> set[str]:
+def pieces(secret: str, size: int = 12) -> set[str]:
     return {secret[i : i + size] for i in range(max(1, len(secret) - size + 1))}
 
 

@@ -37,7 +37,8 @@ from otel_setup._redaction import (
     DEFAULT_VALUE_PATTERNS,
     REDACTED,
     SENSITIVE_KEY_PATTERN,
-    SENSITIVE_QUERY_PARAMETERS,
+    Redactor,
+    is_sensitive_key,
 )
 from otel_setup._settings import resolve
 from tests.support.otlp_receiver import OtlpReceiver
@@ -86,11 +87,58 @@ def test_default_patterns_match_docs() -> None:
     section = _documented()
     patterns = re.findall(r"^- `(\w+)`: `(.+)`$", section, re.MULTILINE)
     assert tuple(patterns) == DEFAULT_VALUE_PATTERNS
-    parameters_text = section.split("Query parameters", 1)[1].split("\n\n", 1)[0]
-    documented = {name.lower() for name in re.findall(r"`([^`]+)`", parameters_text)}
-    assert documented == SENSITIVE_QUERY_PARAMETERS
     (key_pattern,) = re.findall(r"```text\n(.+)\n```", section)
     assert key_pattern == SENSITIVE_KEY_PATTERN
+
+
+# The semantic-conventions query parameters and the names this stack's APIs use: the one key rule
+# covers them all, so there is no second list to keep in step.
+QUERY_PARAMETERS = (
+    "AWSAccessKeyId", "Signature", "sig", "X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token",
+    "X-Goog-Signature", "access_token", "token", "id_token", "refresh_token", "api_key", "apikey", "key", "code",
+    "client_secret", "secret", "password", "auth", "signature", "session",
+    # issue 18: outside the old fixed list
+    "auth_token", "access_key", "private_token", "api-key", "x-api-key", "client-secret", "AccessToken",
+)  # fmt: skip
+KEPT_KEYS = (
+    "code.lineno", "code.function.name", "code.file.path", "http.response.status_code", "gen_ai.token.type",
+    "cache_key", "idempotency_key", "db.query.text", "url.full", "url.query", "http.route", "lang", "page",
+    "gen_ai.request.model", "error.type", "http.request.method",
+)  # fmt: skip
+
+
+def test_one_key_rule_for_every_kind_of_name() -> None:
+    for name in QUERY_PARAMETERS:
+        assert is_sensitive_key(name), name
+        assert is_sensitive_key(name.upper()), name
+    for name in KEPT_KEYS:
+        assert not is_sensitive_key(name), name
+    redactor = Redactor()
+    query = "&".join(f"{name}=v{i}secretvalue" for i, name in enumerate(QUERY_PARAMETERS)) + "&lang=en"
+    # inbound url.query, an outbound url.full, and the same URL inside free text
+    for where in (
+        redactor.query(query),
+        str(redactor.value("url.full", f"https://api.example/v2/x?{query}")),
+        redactor.text(f"GET https://api.example/v2/x?{query} failed"),
+    ):
+        assert "secretvalue" not in where, where
+        assert where.count(REDACTED) == len(QUERY_PARAMETERS) and "lang=en" in where
+    # header names and log fields: the same rule
+    from otel_setup._scrubbing import captured_headers
+
+    headers = [("x-auth-token", "abc123456789"), ("private-token", "def123456789"), ("x-request-id", "r1")]
+    captured = captured_headers(headers, frozenset(n for n, _ in headers), "http.request.header", redactor)
+    assert captured == {
+        "http.request.header.x-auth-token": (REDACTED,),
+        "http.request.header.private-token": (REDACTED,),
+        "http.request.header.x-request-id": ("r1",),
+    }
+    assert redactor.value("log", {"auth_token": "abc", "access-key": "def", "count": 3, "user": "bob"}) == {
+        "auth_token": REDACTED,
+        "access-key": REDACTED,
+        "count": 3,
+        "user": "bob",
+    }
 
 
 # --- the canary -------------------------------------------------------------------------------
@@ -126,6 +174,18 @@ class Canaries:
         self.callback_secret = _token(28)  # removed by the redact= callback only
         self.metrics_token = _token(32)
         self.internal_token = _token(32)  # ?token= on an outbound call contrib traces
+        # issue 18: the places real services put them
+        self.redis_password = _token(26)  # redis://:PASSWORD@host, in a log field and an exception
+        self.auth_token = _token(30)  # ?auth_token= inbound and outbound, outside the old fixed list
+        self.private_token = _token(30)  # ?private_token= outbound
+        self.header_key = _token(34)  # x-api-key in a stdlib header dump
+        self.github = "ghp_" + _token(36)
+        self.aws = "AKIA" + "".join(random.choice(string.ascii_uppercase + "234567") for _ in range(16))
+        self.slack = f"xoxb-{random.randint(10**11, 10**12)}-{random.randint(10**11, 10**12)}-{_token(24)}"
+        self.stripe = "sk_live_" + _token(30)
+        self.sql_email = f"{_token(20).lower()}@players.example"  # a bound parameter of a failed INSERT
+        self.metric_key = _token(32)  # a user counter's {"api_key": value}
+        self.long_key = _gw2_key()  # across the 2,048-character attribute limit
 
     def all(self) -> dict[str, str]:
         return {name: value for name, value in vars(self).items()}
@@ -136,9 +196,9 @@ def _assert_clean(where: str, haystack: str, canaries: Canaries) -> None:
         if secret in haystack:
             at = haystack.index(secret)
             pytest.fail(f"{name} leaked into {where}: ...{haystack[max(0, at - 300) : at + 60]}...")
-        for i in range(len(secret) - 15):
-            piece = secret[i : i + 16]
-            assert piece not in haystack, f"16 characters of {name} leaked into {where}: {piece!r}"
+        for i in range(len(secret) - 11):
+            piece = secret[i : i + 12]
+            assert piece not in haystack, f"12 characters of {name} leaked into {where}: {piece!r}"
 
 
 @pytest.fixture
@@ -149,6 +209,12 @@ def ingest() -> Iterator[SentryIngest]:
 
     reset()
     server.stop()
+
+
+def otel_setup_meter() -> Any:
+    from opentelemetry import metrics
+
+    return metrics.get_meter_provider().get_meter("canary")
 
 
 def _canary_app(c: Canaries, gw2_base: str, ai_base: str, engine: Any, cache: Any) -> FastAPI:
@@ -196,6 +262,29 @@ def _canary_app(c: Canaries, gw2_base: str, ai_base: str, engine: Any, cache: An
                 raise
         return answer.json()  # type: ignore[no-any-return]
 
+    @app.get("/api/leaky")
+    async def leaky(request: Request) -> dict[str, bool]:
+        from opentelemetry import trace
+        from sqlalchemy import text
+        from sqlalchemy.exc import IntegrityError
+
+        redis_url = f"redis://:{c.redis_password}@cache.internal:6379/0"
+        log.info("cache connected", url=redis_url)
+        stdlib.info("headers %s", dict(request.headers))
+        stdlib.warning("upstream tokens %s %s %s %s", c.github, c.aws, c.slack, c.stripe)
+        otel_setup_meter().create_counter("app.lookups").add(1, {"api_key": c.metric_key, "world": "eu"})
+        trace.get_current_span().set_attribute("app.note", "x" * 2020 + c.long_key + "y" * 50)
+        async with httpx.AsyncClient(timeout=10) as client:
+            await client.get(
+                f"{ai_base}/v1/models", params={"auth_token": c.auth_token, "private_token": c.private_token}
+            )
+        try:
+            with engine.begin() as connection:
+                connection.execute(text("INSERT INTO canary_accounts VALUES (2, :email)"), {"email": c.sql_email})
+        except IntegrityError:
+            stdlib.exception("signup failed")
+        raise ConnectionError(f"cache down: {redis_url} ({c.github})")
+
     @app.get("/api/crash")
     async def crash() -> None:
         secret_local = c.db_password  # noqa: F841 - a local Sentry and structlog must not show
@@ -234,6 +323,12 @@ def test_canary_no_secret_leaves_the_process(
     db_url = postgres_url.replace("postgres@", f"postgres:{c.db_password}@")
     assert c.db_password in db_url
     engine = create_engine(db_url)
+    from sqlalchemy import text
+
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE IF EXISTS canary_accounts"))
+        connection.execute(text("CREATE TABLE canary_accounts (id integer PRIMARY KEY, email text UNIQUE)"))
+        connection.execute(text("INSERT INTO canary_accounts VALUES (1, :email)"), {"email": c.sql_email})
     cache = aioredis.Redis.from_url(redis_url)
     gw2_standin = gw2_api.create_app()
     ai_standin = ai_api.create_app()
@@ -261,6 +356,10 @@ def test_canary_no_secret_leaves_the_process(
                 answer = client.get("/api/gw2", params={"access_token": c.gw2_key}, headers=headers)
                 assert answer.status_code == 500
                 assert client.get("/api/crash", headers=headers).status_code == 500
+                leaky = client.get(
+                    "/api/leaky", params={"auth_token": c.auth_token}, headers={"X-Api-Key": c.header_key}
+                )
+                assert leaky.status_code == 500
                 denied = client.get("/metrics")
                 assert denied.status_code == 401
                 metrics_text = client.get("/metrics", headers={"Authorization": f"Bearer {c.metrics_token}"}).text
@@ -268,8 +367,10 @@ def test_canary_no_secret_leaves_the_process(
                 ready_text = client.get("/ready").text
             time.sleep(0.3)
             telemetry.force_flush(10.0)
+        with engine.begin() as connection:
+            connection.execute(text("DROP TABLE canary_accounts"))
         engine.dispose()
-    assert ingest.wait_for(lambda i: len(i.events()) >= 2)
+    assert ingest.wait_for(lambda i: len(i.events()) >= 3)
     assert otlp_receiver.wait_for(lambda r: len(r.log_records()) > 0 and len(r.spans()) > 0)
     telemetry.shutdown(5.0)
     out, err = capfd.readouterr()
@@ -302,6 +403,10 @@ def test_canary_no_secret_leaves_the_process(
     assert "REDACTED" in profile.attributes["app.note"]
     assert profile.attributes["app.customer"] == "customer [REDACTED:customer]"
     assert "voucher=REDACTED" in profile.events[0]["attributes"]["detail"]
+    assert server["GET /api/leaky"].attributes["url.query"] == "auth_token=REDACTED"
+    assert any("private_token=REDACTED" in str(s.attributes.get("url.full", "")) for s in spans if s.kind == "CLIENT")
+    assert 'api_key="REDACTED"' in metrics_text
+    assert "'x-api-key': 'REDACTED'" in out
     gw2_span = server["GET /api/gw2"]
     (exception,) = [e for e in gw2_span.events if e["name"] == "exception"]
     assert "access_token=REDACTED" in exception["attributes"]["exception.message"]

@@ -14,14 +14,18 @@ This module is imported only when ``SENTRY_DSN`` is set.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any, Final
 
 import sentry_sdk
+from sentry_sdk.integrations.argv import ArgvIntegration
 from sentry_sdk.integrations.otlp import OTLPIntegration
+from sentry_sdk.scope import use_isolation_scope
 from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
 from sentry_sdk.utils import BadDsn, Dsn
 
@@ -53,6 +57,15 @@ def validate_dsn(dsn: str) -> None:
         raise OtelSetupConfigError(
             "SENTRY_DSN", "<hidden>", "a DSN like https://<public key>@<host>/<project id>"
         ) from None
+
+
+# The request's own isolation scope, read after the inner app returned (the
+# server middleware captures the error outside it, while the span is current).
+_REQUEST_SCOPE: contextvars.ContextVar[Any] = contextvars.ContextVar("otel_setup.sentry_request_scope", default=None)
+
+ASGIApp = Callable[
+    [MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]
+]
 
 
 # Loggers whose records must not become Sentry events or breadcrumbs: the
@@ -104,6 +117,8 @@ class SentryBridge:
             auto_enabling_integrations=False,
             auto_session_tracking=False,
             integrations=[OTLPIntegration(setup_otlp_traces_exporter=False, setup_propagator=False)],
+            # sys.argv as event extra: command lines carry passwords (--ssl-keyfile-password ...).
+            disabled_integrations=[ArgvIntegration()],
             event_scrubber=EventScrubber(
                 recursive=True, denylist=[*DEFAULT_DENYLIST, *_EXTRA_DENYLIST, *sorted(redactor.extra_keys)]
             ),
@@ -113,10 +128,34 @@ class SentryBridge:
         )
         _quiet_duplicate_loggers()
 
+    def isolate(self, app: ASGIApp) -> ASGIApp:
+        """``app`` with one Sentry isolation scope per HTTP request.
+
+        Without it (sentry-sdk's own ASGI integration stays off), every
+        breadcrumb, tag and user lands on the process-wide scope: one request's
+        log lines and user would travel in every later request's error event.
+        The fork starts without breadcrumbs: lines logged outside any request
+        are not this request's.
+        """
+
+        async def isolated(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+            if scope.get("type") != "http":
+                await app(scope, receive, send)
+                return
+            with sentry_sdk.isolation_scope() as isolation:
+                isolation.clear_breadcrumbs()
+                _REQUEST_SCOPE.set(isolation)
+                await app(scope, receive, send)
+
+        return isolated
+
     def _before_send(self, event: Any, hint: Any) -> Any:
         message = self._structured_message(hint)
         if message is not None and isinstance(event.get("logentry"), dict):
             event["logentry"] = {"message": message, "params": []}
+        extra = event.get("extra")
+        if isinstance(extra, dict):
+            extra.pop("sys.argv", None)
         return self._redactor.value("event", event)
 
     def _before_breadcrumb(self, crumb: Any, hint: Any) -> Any:
@@ -155,7 +194,9 @@ class SentryBridge:
                 limited = getattr(transport, "_is_rate_limited", None)
                 self._count_lost("rate_limited" if callable(limited) and limited() else "queue_full")
                 return
-            with sentry_sdk.new_scope() as scope:
+            isolation = _REQUEST_SCOPE.get()
+            request_scope = use_isolation_scope(isolation) if isolation is not None else contextlib.nullcontext()
+            with request_scope, sentry_sdk.new_scope() as scope:
                 name = f"{method} {route}" if route else method
                 scope.set_transaction_name(name)
                 scope.set_tag("http.request.method", method)
