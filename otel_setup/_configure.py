@@ -6,7 +6,7 @@ import atexit
 import logging
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from opentelemetry import metrics, trace
@@ -162,12 +162,12 @@ def _build(settings: Settings, features: Mapping[str, Any], app: Any) -> Telemet
     # Whoever instruments httpx (the package, or contrib's instrumentor run earlier by someone
     # else), trace context goes only where the host policy allows.
     from otel_setup._integrations.httpx import instrumented_by_contrib
+    from otel_setup._propagation import HostPolicy, install_propagation_guard
 
-    if states.get("httpx") == "active" or instrumented_by_contrib():
-        from otel_setup._propagation import HostPolicy, install_propagation_guard
-
-        telemetry.add_cleanup(install_propagation_guard(HostPolicy(settings.propagate_to)))
-    _start_runtime_and_contrib(settings, providers, telemetry)
+    policy = HostPolicy(settings.propagate_to)
+    if states.get("httpx") == "active" or instrumented_by_contrib() or settings.contrib_instrumentations:
+        telemetry.add_cleanup(install_propagation_guard(policy))
+    _start_runtime_and_contrib(settings, providers, telemetry, None if policy.allow_all else policy.allows)
     from otel_setup._propagation import install_trace_context_log_limits
 
     # A hostile traceparent/tracestate is echoed in a short prefix, a few lines a minute.
@@ -191,7 +191,9 @@ def _build(settings: Settings, features: Mapping[str, Any], app: Any) -> Telemet
     return telemetry
 
 
-def _start_runtime_and_contrib(settings: Settings, providers: Any, telemetry: Telemetry) -> None:
+def _start_runtime_and_contrib(
+    settings: Settings, providers: Any, telemetry: Telemetry, allows: Callable[[str], bool] | None
+) -> None:
     """Process metrics, then the installed contrib instrumentations the package does not replace."""
     if settings.process_metrics:
         from otel_setup._integrations.process import instrument_process_metrics
@@ -208,6 +210,7 @@ def _start_runtime_and_contrib(settings: Settings, providers: Any, telemetry: Te
         tracer_provider=providers.tracer_provider,
         meter_provider=providers.meter_provider,
         disabled=settings.disabled_instrumentations,
+        allows=allows,
     )
     telemetry.add_cleanup(undo_contrib)
     for entry in contrib:

@@ -140,12 +140,14 @@ def test_configure_announces_that_spans_go_nowhere_without_an_endpoint(capfd: py
     assert set(line["integrations"]) >= {"fastapi", "sqlalchemy", "redis", "httpx", "gw2", "genai", "logging"}
 
 
-def _local_http_server() -> tuple[str, object]:
+def _local_http_server(seen: list[dict[str, str]] | None = None) -> tuple[str, object]:
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if seen is not None:
+                seen.append({k.lower(): v for k, v in self.headers.items()})
             self.send_response(204)
             self.end_headers()
 
@@ -256,3 +258,22 @@ def test_an_unnamed_service_is_told_how_to_name_itself(capfd: pytest.CaptureFixt
     otel_setup._configure.reset()
     otel_setup.configure(service_name="gw2-api")
     assert not [line for line in capfd.readouterr().out.splitlines() if '"warning"' in line]
+
+
+@pytest.mark.parametrize(("propagate_to", "sent"), [("internal", True), ("api.internal", False)])
+def test_contrib_http_clients_follow_the_outbound_host_policy(propagate_to: str, sent: bool) -> None:
+    import requests
+
+    seen: list[dict[str, str]] = []
+    base, httpd = _local_http_server(seen)
+    try:
+        telemetry = otel_setup.configure(sampling_ratio=1.0, propagate_to=propagate_to)
+        assert telemetry.instrumentations["contrib:requests"] == "active"
+        tracer = telemetry.tracer_provider.get_tracer("test")
+        with tracer.start_as_current_span("job"):
+            requests.get(f"{base}/via-requests", timeout=5)
+            requests.Session().get(f"{base}/via-a-session", timeout=5)
+    finally:
+        httpd.shutdown()  # type: ignore[attr-defined]
+    assert len(seen) == 2
+    assert [("traceparent" in headers) for headers in seen] == [sent, sent], seen

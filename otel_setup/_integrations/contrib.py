@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 __all__ = ["COVERED", "ContribState", "activate_installed"]
 
@@ -37,7 +38,43 @@ class ContribState:
     reason: str = ""
 
     def __str__(self) -> str:
-        return "active" if self.active else f"off: {self.reason}"
+        if self.active:
+            return f"active ({self.reason})" if self.reason else "active"
+        return f"off: {self.reason}"
+
+
+def _guard_requests(allows: Callable[[str], bool]) -> Callable[[], None]:
+    """``requests`` sends ``traceparent`` only where the host policy allows, like httpx here."""
+    import requests
+    from wrapt import wrap_function_wrapper
+
+    from otel_setup._propagation import refuse_propagation
+
+    def send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        request = args[0] if args else kwargs.get("request")
+        host = urlsplit(getattr(request, "url", "") or "").hostname or ""
+        if allows(host):
+            return wrapped(*args, **kwargs)
+        with refuse_propagation():
+            return wrapped(*args, **kwargs)
+
+    wrap_function_wrapper(requests.sessions, "Session.send", send)
+    return lambda: _unwrap(requests.sessions.Session, "send")
+
+
+def _unwrap(owner: Any, name: str) -> None:
+    wrapper = getattr(owner, name, None)
+    original = getattr(wrapper, "__wrapped__", None)
+    if original is not None:
+        setattr(owner, name, original)
+
+
+# HTTP client instrumentations that inject trace context, and their host guard.
+GUARDED: Final[dict[str, Callable[[Callable[[str], bool]], Callable[[], None]]]] = {
+    "requests": _guard_requests,
+}
+# Clients that inject on their own terms: listed as such in the states.
+_UNGUARDED_CLIENTS: Final = frozenset({"urllib", "urllib3", "aiohttp-client", "aiohttp_client", "tornado", "httplib"})
 
 
 def activate_installed(
@@ -45,13 +82,19 @@ def activate_installed(
     tracer_provider: Any,
     meter_provider: Any,
     disabled: Iterable[str],
+    allows: Callable[[str], bool] | None = None,
 ) -> tuple[list[ContribState], Callable[[], None]]:
-    """Instrument every installed contrib library not covered here; returns states and the undo."""
+    """Instrument every installed contrib library not covered here; returns states and the undo.
+
+    ``allows`` is the outbound host policy: the HTTP clients in ``GUARDED`` get a
+    guard that keeps ``traceparent`` from hosts it refuses; ``None`` allows all.
+    """
     from opentelemetry.instrumentation.dependencies import get_dist_dependency_conflicts
 
     skipped = frozenset(disabled)
     states: list[ContribState] = []
     done: list[Any] = []
+    guards: list[Callable[[], None]] = []
     for entry_point in entry_points(group="opentelemetry_instrumentor"):
         name = entry_point.name
         if name in COVERED or any(state.name == name for state in states):
@@ -76,13 +119,24 @@ def activate_installed(
             _log.warning("otel_setup: contrib instrumentation %s failed: %s", name, type(error).__name__)
             states.append(ContribState(name, False, f"failed ({type(error).__name__})"))
             continue
-        if instrumentor.is_instrumented_by_opentelemetry:
-            done.append(instrumentor)
-            states.append(ContribState(name, True))
-        else:
+        if not instrumentor.is_instrumented_by_opentelemetry:
             states.append(ContribState(name, False, "the instrumentor declined"))
+            continue
+        done.append(instrumentor)
+        guard = GUARDED.get(name)
+        if guard is not None and allows is not None:
+            guards.append(guard(allows))
+        if name in _UNGUARDED_CLIENTS and allows is not None:
+            _log.warning(
+                "otel_setup: %s sends traceparent to every host (OTEL_SETUP_PROPAGATE_TO does not apply)", name
+            )
+            states.append(ContribState(name, True, "traceparent to every host"))
+        else:
+            states.append(ContribState(name, True))
 
     def undo() -> None:
+        for unguard in guards:
+            unguard()
         for instrumentor in done:
             instrumentor.uninstrument()
 
