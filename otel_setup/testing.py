@@ -204,6 +204,7 @@ def otel_capture(otel_capture_options: dict[str, Any]) -> Iterator[OtelCapture]:
     lines = _Lines(sys.stdout)
     with redirect_stdout(lines):  # the package's log handler binds to sys.stdout now
         telemetry = configure(**{**_DEFAULTS, **otel_capture_options})
+    lines.lines.clear()  # the startup line belongs to the fixture, not to the test
     exporter = InMemorySpanExporter()
     provider: Any = telemetry.tracer_provider
     provider.add_span_processor(SimpleSpanProcessor(exporter))

@@ -295,7 +295,8 @@ def test_request_line_is_the_same_written_directly_or_through_the_processor_chai
         [sys.executable, "-c", _SAME_LINE_BOTH_WAYS, ratio], capture_output=True, text=True, check=True
     ).stdout
     raw = out.splitlines()
-    assert raw[0] == "printed before the first request", "a print() made earlier stays ahead of the request line"
+    assert json.loads(raw[0])["event"] == "otel_setup configured", "configure() announces the wiring first"
+    assert raw[1] == "printed before the first request", "a print() made earlier stays ahead of the request line"
     plain, with_context, full_chain = [line for line in log_lines(out) if line.get("logger") == "otel_setup.request"]
     varying = {"timestamp", "duration_ms", "trace_id", "span_id"}
     assert list(with_context) == list(full_chain), "same keys in the same order"
