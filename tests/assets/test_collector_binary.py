@@ -113,7 +113,7 @@ def test_real_collector_requires_the_variables_without_default(binary: Path) -> 
 
 
 def print_config(binary: Path, stack: str) -> dict[str, Any]:
-    argv = [str(binary), "print-config", "--mode", "unredacted", "--feature-gates", "otelcol.printInitialConfig"]
+    argv = [str(binary), "print-config", "--mode", "unredacted"]
     for path in stack_files(stack):
         argv += ["--config", str(path)]
     completed = subprocess.run(
