@@ -370,7 +370,7 @@ def test_agent_queue_on_disk_holds_spans_through_a_gateway_outage(tmp_path: Path
         provider.shutdown()
         assert wait_until(
             lambda: (
-                metric_value(agent.metrics(), "otelcol_receiver_accepted_spans_total", receiver="otlp") >= 2 * count
+                metric_value(agent.metrics(), "otelcol_receiver_accepted_spans", receiver="otlp") >= 2 * count
             ),
             10,
         ), agent.log()

@@ -187,7 +187,11 @@ class Collector:
         return self.log_path.read_text(errors="replace")[-tail:]
 
     def metrics(self) -> str:
-        """The collector's own metrics (the loopback telemetry reader)."""
+        """The collector's own metrics from its loopback telemetry reader.
+
+        Names as the reader serves them: no ``_total`` suffix (``otelcol_receiver_accepted_spans``);
+        the prometheus exporter adds it when they are republished through ``prometheus/self``.
+        """
         return httpx.get(f"http://127.0.0.1:{self.ports.telemetry}/metrics", timeout=5.0).text
 
     def stop(self, timeout: float = 20.0) -> None:
