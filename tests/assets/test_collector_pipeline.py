@@ -21,6 +21,8 @@ of the shipped dashboards returns data on this path except those in
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -69,6 +71,19 @@ NO_DATA_ON_COLLECTOR_PATH: dict[tuple[str, str, str], str] = {
     **{("telemetry-pipeline.json", "Export failures (send + enqueue)", ref): _NOTHING_FAILS for ref in "ABCDEF"},
     ("telemetry-pipeline.json", "Spans sent and dropped", "B"): _NOTHING_FAILS,
 }
+
+
+def prepared_database(directory: Path) -> str:
+    """A seeded SQLite database for the example service, so its two workers do not race to seed it."""
+    url = f"sqlite:///{directory / 'gw2_app.db'}"
+    subprocess.run(
+        [sys.executable, "-c", "from examples.gw2_app import db; db.create_tables()"],
+        env={**os.environ, "DATABASE_URL": url, "OTEL_SDK_DISABLED": "true"},
+        cwd=Path(__file__).resolve().parents[2],
+        check=True,
+        timeout=120,
+    )
+    return url
 
 
 def write_prometheus_config(path: Path, rules: Path, collector_metrics_port: int) -> Path:
@@ -173,7 +188,7 @@ def test_app_collector_backends_and_prometheus(tmp_path: Path) -> None:
                     "OTEL_TRACES_SAMPLER_ARG": "1.0",
                     "OTEL_METRIC_EXPORT_INTERVAL": "1000",
                     "OTEL_SEMCONV_STABILITY_OPT_IN": "http",
-                    "DATABASE_URL": f"sqlite:///{tmp_path / 'gw2_app.db'}",
+                    "DATABASE_URL": prepared_database(tmp_path),
                     "GW2_API_BASE": f"http://127.0.0.1:{gw2_port}",
                     "AI_API_BASE": f"http://127.0.0.1:{ai_port}/v1",
                     "AI_API_KEY": DEMO_API_KEY,
