@@ -492,6 +492,52 @@ def test_datadog_connector_sees_traces_before_any_sampling() -> None:
     assert metrics_from_connector and all("datadog" in p["exporters"] for p in metrics_from_connector)
 
 
+# Matched against the setting's dotted path: ``api.key`` is a credential, an attribute's ``key`` is not.
+_CREDENTIAL_PATH = re.compile(
+    r"(?i)(^|\.)(api\.key|api_?key|password|passwd|secret|token|[a-z_]*_token|authorization|bearer|hmac_key)$"
+)
+
+
+def literal_secrets(data: Any, path: str = "") -> list[str]:
+    """Settings named like credentials whose value is written in the file, not ``${env:...}``.
+
+    A binary cannot tell a pasted API key from a variable reference once resolved; this can.
+    """
+    found: list[str] = []
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(value, str) and _CREDENTIAL_PATH.search(where) and not _ENV_REF.fullmatch(value):
+                found.append(where)
+            found += literal_secrets(value, where)
+    elif isinstance(data, list):
+        for index, item in enumerate(data):
+            found += literal_secrets(item, f"{path}[{index}]")
+    return found
+
+
+def test_no_credential_is_written_in_a_config_file() -> None:
+    for path in sorted(COLLECTOR_DIR.glob("*.yaml")):
+        if path.name.startswith("builder"):
+            continue
+        text = path.read_text(encoding="utf-8")
+        assert literal_secrets(yaml.safe_load(text)) == [], path.name
+        blocked = load_stack("prod", TEST_ENV)["processors"]["redaction"]["blocked_values"]
+        values = [line.split(":", 1)[-1] for line in text.splitlines() if not line.lstrip().startswith(("#", "-"))]
+        assert not [v for v in values if any(re.search(p, v) for p in blocked)], path.name
+
+
+def test_literal_secrets_catches_a_pasted_key() -> None:
+    raw = load_raw(STACKS["datadog"])
+    assert literal_secrets(raw) == []
+    raw["exporters"]["datadog"]["api"]["key"] = "0123456789abcdef0123456789abcdef"
+    raw["exporters"]["otlp_http/loki"]["headers"] = {"authorization": "Bearer abc.def-123456"}
+    assert sorted(literal_secrets(raw)) == [
+        "exporters.datadog.api.key",
+        "exporters.otlp_http/loki.headers.authorization",
+    ]
+
+
 def test_datadog_credentials_come_from_the_environment() -> None:
     raw = load_raw(STACKS["datadog"])
     api = raw["exporters"]["datadog"]["api"]

@@ -298,7 +298,8 @@ def test_trace_id_routing_tail_sampling_and_a_gateway_lost_mid_run(tmp_path: Pat
         # Phase 2: a gateway stops in the middle of 60 more traces; the app does not notice.
         for backend in backends:
             backend.clear()
-        second = kinds(60)
+        # All errors this time, so every trace is kept and each one can be accounted for.
+        second = ["error"] * 60
         timed: list[tuple[Sent, float]] = []
         with ThreadPoolExecutor(4) as pool:
 
@@ -310,6 +311,7 @@ def test_trace_id_routing_tail_sampling_and_a_gateway_lost_mid_run(tmp_path: Pat
             gateways[1].stop()
             stopped_at = time.monotonic()
             timed += pool.map(call_timed, second[20:])
+        sent_until = time.monotonic()
         results = [s for s, _ in timed]
         assert [s.status for s in results] == [expected_status(s.kind) for s in results], Counter(
             (s.kind, s.status) for s in results
@@ -321,7 +323,8 @@ def test_trace_id_routing_tail_sampling_and_a_gateway_lost_mid_run(tmp_path: Pat
         after_stop = [s for s in results[20:] if s.kind == "error"]
         # Traces routed to the live gateway keep being decided and delivered.
         assert wait_until(lambda: any(s.trace_id in by_trace(*backends) for s in after_stop), DECISION_WAIT + 20)
-        time.sleep(2.0)
+        # Every trace of the run has had its decision_wait (plus the exporters' 1 s flush).
+        time.sleep(max(0.0, sent_until + DECISION_WAIT + 3.0 - time.monotonic()))
         at_live = {s.trace_id for s in after_stop if s.trace_id in by_trace(backends[0])}
         held = [s for s in after_stop if s.trace_id not in at_live]
         queued_at_agent = metric_value(agent.metrics(), "otelcol_exporter_queue_size", exporter="load_balancing")
@@ -349,6 +352,11 @@ def test_trace_id_routing_tail_sampling_and_a_gateway_lost_mid_run(tmp_path: Pat
         for s in held:
             (spans,) = by_trace(*backends)[s.trace_id].values()
             assert whole(spans), s
+        # Error traces from before the stop that never arrived: undecided in the stopped
+        # gateway's decision_wait buffer, which lives in memory only (docs/scaling.md).
+        before_stop = [s for s in results[:20] if s.kind == "error"]
+        lost = [s for s in before_stop if s.trace_id not in by_trace(*backends)]
+        print(f"{len(lost)} of {len(before_stop)} error traces sent before the stop were lost with its buffer")
         print(
             f"{len(held)} held error traces delivered whole after gateway 1 returned; "
             f"{time.monotonic() - started:.1f} s"
