@@ -333,6 +333,11 @@ def test_trace_id_routing_tail_sampling_and_a_gateway_lost_mid_run(tmp_path: Pat
         assert undelivered, "the stopped gateway's share cannot have arrived"
         assert queued >= 2 * len(undelivered), (queued, len(undelivered))
         assert metric_value(agent.metrics(), "otelcol_exporter_enqueue_failed_spans", exporter="load_balancing") == 0
+        # The live gateway, resent the batches it already had, still exports within the backend's
+        # 4 MiB gRPC limit (byte-sized batches): it fails nothing.
+        live = gateways[0].metrics()
+        assert metric_value(live, "otelcol_exporter_sent_spans", exporter="otlp_grpc/tempo") > 0
+        assert metric_value(live, "otelcol_exporter_send_failed_spans", exporter="otlp_grpc/tempo") == 0
         # Error traces from before the stop that never arrived: undecided in the stopped gateway's
         # decision_wait buffer (memory only, docs/scaling.md) or still in the agent's queue.
         before_stop = [s for s in results[:20] if s.kind == "error"]
