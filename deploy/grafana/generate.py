@@ -70,6 +70,17 @@ LATENCY_30D = f'1 - sum(increase({H}_bucket{{{JOB},le="0.2"}}[30d])) / sum(incre
 GW2 = 'url_template=~"/v2/.*"'
 
 
+def _per_signal(expr: str, legend: str) -> list[tuple[str, str]]:
+    """One query per signal's counter, instead of one ``rate()`` over a ``__name__`` regex.
+
+    ``rate()`` drops the metric names, and Prometheus refuses the result ("vector cannot
+    contain metrics with the same labelset") as soon as two signals have a series with the
+    same labels, which the collector's own metrics always do.
+    """
+    signals = (("spans", "spans"), ("metric_points", "metric points"), ("log_records", "log records"))
+    return [(expr.format(metric), f"{legend.format()} {label}") for metric, label in signals]
+
+
 def logs_panel(title: str, query: str, description: str) -> Panel:
     return Panel(
         title=title,
@@ -503,7 +514,7 @@ DASHBOARDS: dict[str, dict[str, Any]] = {
             ),
             Panel(
                 "Collector memory (RSS)",
-                [("otelcol_process_memory_rss_bytes", "{{instance}}")],
+                [("otelcol_process_memory_rss", "{{instance}}")],
                 unit="bytes",
                 width=6,
                 height=5,
@@ -519,13 +530,9 @@ DASHBOARDS: dict[str, dict[str, Any]] = {
             ),
             Panel(
                 "Accepted by the collector",
-                [
-                    (
-                        'sum by (receiver) (rate({__name__=~"otelcol_receiver_accepted_(spans|metric_points|'
-                        'log_records)_total"}[$__rate_interval]))',
-                        "{{receiver}}",
-                    )
-                ],
+                _per_signal(
+                    "sum by (receiver) (rate(otelcol_receiver_accepted_{}_total[$__rate_interval]))", "{{{{receiver}}}}"
+                ),
                 unit="short",
                 width=6,
                 height=5,
@@ -533,24 +540,23 @@ DASHBOARDS: dict[str, dict[str, Any]] = {
             Panel(
                 "Export failures (send + enqueue)",
                 [
-                    (
-                        'sum by (exporter) (rate({__name__=~"otelcol_exporter_(send|enqueue)_failed_(spans|'
-                        'metric_points|log_records)_total"}[$__rate_interval]))',
-                        "{{exporter}}",
-                    )
+                    *_per_signal(
+                        "sum by (exporter) (rate(otelcol_exporter_send_failed_{}_total[$__rate_interval]))",
+                        "{{{{exporter}}}} send",
+                    ),
+                    *_per_signal(
+                        "sum by (exporter) (rate(otelcol_exporter_enqueue_failed_{}_total[$__rate_interval]))",
+                        "{{{{exporter}}}} enqueue",
+                    ),
                 ],
                 unit="short",
                 width=12,
             ),
             Panel(
                 "Refused by receivers (memory limiter)",
-                [
-                    (
-                        'sum by (receiver) (rate({__name__=~"otelcol_receiver_refused_(spans|metric_points|'
-                        'log_records)_total"}[$__rate_interval]))',
-                        "{{receiver}}",
-                    )
-                ],
+                _per_signal(
+                    "sum by (receiver) (rate(otelcol_receiver_refused_{}_total[$__rate_interval]))", "{{{{receiver}}}}"
+                ),
                 unit="short",
                 width=12,
                 description="memory_limiter refuses data with a retryable error; the SDK retries.",

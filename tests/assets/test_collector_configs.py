@@ -1,10 +1,15 @@
 """Collector configurations: a semantic lint of every environment as it is loaded.
 
-No collector binary runs here, so the configurations are loaded the way
-``otelcol-contrib --config=a.yaml --config=b.yaml`` loads them (maps merged
-deeply, lists replaced, ``${env:NAME}`` / ``${env:NAME:-default}`` expanded)
-and checked against the rules in docs/collector.md. Each rule has a negative
-test on a mutated copy. The last tests send spans through a real OTLP relay.
+The real collector loads every stack in tests/assets/test_collector_binary.py
+(``otelcol validate``), which checks component types and their own settings.
+This lint checks what a binary cannot: the rules of docs/collector.md that span
+components and files (secrets only from the environment, redaction everywhere,
+persistent queues in production tiers, tail sampling only behind trace-id
+routing, the datadog connector ahead of sampling...). It loads the stacks with
+a Python merge (maps merged deeply, lists replaced, ``${env:NAME}`` /
+``${env:NAME:-default}`` expanded) so it runs without Go;
+test_collector_binary.py checks that merge against the collector's own
+``print-config``. Each rule has a negative test on a mutated copy.
 """
 
 from __future__ import annotations
@@ -13,39 +18,21 @@ import copy
 import importlib
 import importlib.util
 import re
-import socket
-import subprocess
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.trace import SpanKind, StatusCode
 
-from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.collector import STACKS
 
 # --- loading ------------------------------------------------------------------
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECTOR_DIR = REPO / "collector"
 
-# How each configuration is started: compose passes base + <env>; the
-# Kubernetes tiers pass base + prod + <tier> (checked against the manifests).
-STACKS: dict[str, tuple[str, ...]] = {
-    "dev": ("base.yaml", "dev.yaml"),
-    "staging": ("base.yaml", "staging.yaml"),
-    "prod": ("base.yaml", "prod.yaml"),
-    "datadog": ("base.yaml", "datadog.yaml"),
-    "agent": ("base.yaml", "prod.yaml", "agent.yaml"),
-    "gateway": ("base.yaml", "prod.yaml", "gateway.yaml"),
-}
 # Stacks that run in production and must persist their sending queues.
 PROD_STACKS = frozenset({"prod", "agent", "gateway"})
 
@@ -429,7 +416,8 @@ def stack(request: pytest.FixtureRequest) -> str:
 
 def test_every_collector_file_belongs_to_a_stack() -> None:
     used = {name for files in STACKS.values() for name in files}
-    on_disk = {path.name for path in COLLECTOR_DIR.glob("*.yaml")}
+    # builder*.yaml are the distribution's manifests (scripts/collector), not configurations.
+    on_disk = {path.name for path in COLLECTOR_DIR.glob("*.yaml") if not path.name.startswith("builder")}
     assert on_disk == used
 
 
@@ -504,6 +492,52 @@ def test_datadog_connector_sees_traces_before_any_sampling() -> None:
     assert metrics_from_connector and all("datadog" in p["exporters"] for p in metrics_from_connector)
 
 
+# Matched against the setting's dotted path: ``api.key`` is a credential, an attribute's ``key`` is not.
+_CREDENTIAL_PATH = re.compile(
+    r"(?i)(^|\.)(api\.key|api_?key|password|passwd|secret|token|[a-z_]*_token|authorization|bearer|hmac_key)$"
+)
+
+
+def literal_secrets(data: Any, path: str = "") -> list[str]:
+    """Settings named like credentials whose value is written in the file, not ``${env:...}``.
+
+    A binary cannot tell a pasted API key from a variable reference once resolved; this can.
+    """
+    found: list[str] = []
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(value, str) and _CREDENTIAL_PATH.search(where) and not _ENV_REF.fullmatch(value):
+                found.append(where)
+            found += literal_secrets(value, where)
+    elif isinstance(data, list):
+        for index, item in enumerate(data):
+            found += literal_secrets(item, f"{path}[{index}]")
+    return found
+
+
+def test_no_credential_is_written_in_a_config_file() -> None:
+    for path in sorted(COLLECTOR_DIR.glob("*.yaml")):
+        if path.name.startswith("builder"):
+            continue
+        text = path.read_text(encoding="utf-8")
+        assert literal_secrets(yaml.safe_load(text)) == [], path.name
+        blocked = load_stack("prod", TEST_ENV)["processors"]["redaction"]["blocked_values"]
+        values = [line.split(":", 1)[-1] for line in text.splitlines() if not line.lstrip().startswith(("#", "-"))]
+        assert not [v for v in values if any(re.search(p, v) for p in blocked)], path.name
+
+
+def test_literal_secrets_catches_a_pasted_key() -> None:
+    raw = load_raw(STACKS["datadog"])
+    assert literal_secrets(raw) == []
+    raw["exporters"]["datadog"]["api"]["key"] = "0123456789abcdef0123456789abcdef"
+    raw["exporters"]["otlp_http/loki"]["headers"] = {"authorization": "Bearer abc.def-123456"}
+    assert sorted(literal_secrets(raw)) == [
+        "exporters.datadog.api.key",
+        "exporters.otlp_http/loki.headers.authorization",
+    ]
+
+
 def test_datadog_credentials_come_from_the_environment() -> None:
     raw = load_raw(STACKS["datadog"])
     api = raw["exporters"]["datadog"]["api"]
@@ -519,6 +553,8 @@ def test_resource_stamps_deployment_environment(stack: str) -> None:
 def test_every_env_variable_is_documented() -> None:
     documented = DOCS.read_text(encoding="utf-8")
     for path in COLLECTOR_DIR.glob("*.yaml"):
+        if path.name.startswith("builder"):
+            continue
         for name in env_references(path.read_text(encoding="utf-8")):
             assert f"`{name}`" in documented, f"{name} (used in {path.name}) is not in docs/collector.md"
 
@@ -528,6 +564,7 @@ def test_required_env_variables_are_only_the_known_ones() -> None:
     required = {
         match.group(1)
         for path in COLLECTOR_DIR.glob("*.yaml")
+        if not path.name.startswith("builder")
         for match in _ENV_REF.finditer(path.read_text(encoding="utf-8"))
         if match.group(2) is None
     }
@@ -905,114 +942,3 @@ def test_lint_catches(stack_name: str, mutation: Mutation, expected: str) -> Non
     mutation(mutated)
     problems = lint(mutated, options_for(stack_name))
     assert any(expected in problem for problem in problems), problems
-
-
-# --- a real pipeline hop ------------------------------------------------------------
-
-
-def _rotel_binary() -> Path | None:
-    if importlib.util.find_spec("rotel") is None:
-        return None
-    module = importlib.import_module("rotel")
-    binary = Path(module.__file__ or "").parent / "rotel-agent"
-    return binary if binary.is_file() else None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return False
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return True
-        time.sleep(0.02)
-    return False
-
-
-@pytest.fixture
-def downstream() -> Iterator[OtlpReceiver]:
-    with OtlpReceiver(grpc=True) as receiver:
-        yield receiver
-
-
-@pytest.fixture
-def relay(downstream: OtlpReceiver, tmp_path: Path) -> Iterator[str]:
-    """A real OTLP relay (rotel) on loopback, forwarding to ``downstream``; yields its OTLP/HTTP URL."""
-    binary = _rotel_binary()
-    if binary is None:
-        pytest.skip("rotel is not installed (pip install rotel==0.0.1a15)")
-    http_port, grpc_port = _free_port(), _free_port()
-    command = [
-        str(binary),
-        "start",
-        "--otlp-grpc-endpoint",
-        f"127.0.0.1:{grpc_port}",
-        "--otlp-http-endpoint",
-        f"127.0.0.1:{http_port}",
-        "--exporter",
-        "otlp",
-        "--otlp-exporter-endpoint",
-        downstream.grpc_endpoint,
-        "--otlp-exporter-protocol",
-        "grpc",
-        "--batch-timeout",
-        "100ms",
-        "--pid-file",
-        str(tmp_path / "rotel.pid"),
-        "--log-file",
-        str(tmp_path / "rotel.log"),
-    ]
-    log = (tmp_path / "rotel.out").open("wb")
-    try:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    except OSError as error:
-        pytest.skip(f"rotel cannot start on this machine: {error}")
-    try:
-        if not _wait_for_port(http_port, process):
-            output = (tmp_path / "rotel.out").read_text(errors="replace")[-2000:]
-            if process.poll() is not None and (
-                "libpython" in output or "error while loading shared libraries" in output
-            ):
-                pytest.skip(f"rotel cannot start on this machine (needs Debian libpython3.11): {output.strip()}")
-            pytest.fail(f"rotel did not listen on 127.0.0.1:{http_port}: {output}")
-        yield f"http://127.0.0.1:{http_port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-        log.close()
-
-
-def test_spans_cross_a_real_relay_intact(relay: str, downstream: OtlpReceiver) -> None:
-    provider = TracerProvider(resource=Resource.create({"service.name": "relay-probe", "service.version": "1.2.3"}))
-    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{relay}/v1/traces", timeout=5)))
-    tracer = provider.get_tracer("tests.assets")
-    with tracer.start_as_current_span("GET /v2/account", kind=SpanKind.SERVER) as parent:
-        parent.set_attribute("http.route", "/v2/account")
-        parent.set_attribute("http.response.status_code", 200)
-        with tracer.start_as_current_span("gen_ai.chat", kind=SpanKind.CLIENT) as child:
-            child.set_attribute("gen_ai.usage.input_tokens", 42)
-            child.set_status(StatusCode.ERROR, "upstream 503")
-    provider.shutdown()
-
-    assert downstream.wait_for(lambda r: len(r.spans()) >= 2, timeout=10), "spans did not reach the downstream receiver"
-    spans = {span.name: span for span in downstream.spans()}
-    server, client = spans["GET /v2/account"], spans["gen_ai.chat"]
-    assert server.kind == "SERVER" and client.kind == "CLIENT"
-    assert server.attributes["http.route"] == "/v2/account"
-    assert server.attributes["http.response.status_code"] == 200
-    assert client.attributes["gen_ai.usage.input_tokens"] == 42
-    assert client.status_code == "ERROR" and client.status_message == "upstream 503"
-    assert client.trace_id == server.trace_id and client.parent_span_id == server.span_id
-    assert server.resource["service.name"] == "relay-probe"
-    assert server.resource["service.version"] == "1.2.3"
