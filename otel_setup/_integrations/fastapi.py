@@ -15,6 +15,7 @@ so that exactly one instrumentation runs.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import re
@@ -27,6 +28,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from otel_setup._compat import MOUNT_TEMPLATE, full_route_template
 from otel_setup._context import SpanActivation
 from otel_setup._fastmetrics import FastHistogram, InFlight, LocalMetrics
 from otel_setup._providers import DURATION_BUCKETS
@@ -47,6 +49,7 @@ ErrorReporter = Callable[["BaseException | None", str, "str | None", int], None]
 
 _log = logging.getLogger("otel_setup")
 _MARK: Final = "_otel_setup_instrumented"
+_MOUNTED: Final = "_otel_setup_mounted"
 _SCOPE_NAME: Final = "otel_setup.fastapi"
 KNOWN_METHODS: Final = frozenset(
     {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY"}
@@ -63,18 +66,62 @@ SERVER_DURATION_ATTRIBUTES: Final = (
 _PROTOCOL_VERSIONS: Final = {"1.0": "1.0", "1.1": "1.1", "2": "2", "2.0": "2", "3": "3", "3.0": "3"}
 
 
-def _route_template(scope: Scope) -> str | None:
+def _route_template(scope: Scope, app_root: str, root_app: Any) -> str | None:
+    """The request's full route template, or None when no route matched.
+
+    ``app_root`` is the ``root_path`` the request arrived with: the HTTP
+    semantic conventions put the application root in ``http.route``, and a
+    ``root_path`` longer than it at the end is the path of the mounts the
+    request went through.
+    """
     route = scope.get("route")
-    if route is None:
-        return _match_route(scope)
-    template = getattr(route, "path_format", None) or getattr(route, "path", None)
-    if not isinstance(template, str):
-        return None
+    template = full_route_template(scope, route) if route is not None else _match_route(scope)
     root = scope.get("root_path", "")
-    app_root = scope.get("app_root_path", "")
-    # A mounted sub-application's routes are relative to the mount point.
-    if root and root != app_root and not template.startswith(root):
-        template = root[len(app_root) :] + template if root.startswith(app_root) else template
+    if root != app_root:
+        if template is None:
+            template = MOUNT_TEMPLATE  # a mounted app that answered without a route of its own
+        if root.startswith(app_root):
+            template = _mount_prefix(root_app, root[len(app_root) :]) + template
+    elif template is None:
+        return None
+    return app_root.rstrip("/") + template if app_root else template
+
+
+_mount_prefixes: dict[tuple[int, str], str] = {}
+_MOUNT_PREFIX_CACHE_SIZE: Final = 1024
+
+
+def _mount_prefix(app: Any, prefix: str) -> str:
+    """The template of the mounts that consumed ``prefix`` (``/users/{user_id}`` for ``/users/7``).
+
+    Found by matching the mounts of ``app``'s route table once per distinct
+    prefix; a prefix no mount explains is returned as it is.
+    """
+    key = (id(app), prefix)
+    cached = _mount_prefixes.get(key)
+    if cached is not None:
+        return cached
+    from starlette.routing import Mount
+
+    template = ""
+    remaining = prefix
+    routes: Iterable[Any] = getattr(getattr(app, "router", None), "routes", ())
+    while remaining:
+        for route in routes:
+            if not isinstance(route, Mount) or not route.path:
+                continue
+            match = route.path_regex.match(remaining + "/")
+            if match is None:
+                continue
+            rest = match.group("path") if "path" in match.groupdict() else ""
+            template += route.path_format.removesuffix(MOUNT_TEMPLATE)
+            remaining = ("/" + rest.rstrip("/")) if rest else ""
+            routes = getattr(route, "routes", ())
+            break
+        else:
+            return prefix
+    if len(_mount_prefixes) < _MOUNT_PREFIX_CACHE_SIZE:
+        _mount_prefixes[key] = template
     return template
 
 
@@ -84,7 +131,7 @@ def _match_route(scope: Scope) -> str | None:
     routes: Iterable[Any] = getattr(getattr(app, "router", None), "routes", ())
     if "endpoint" not in scope:
         return None
-    from starlette.routing import Match
+    from starlette.routing import Match, Mount
 
     partial: str | None = None
     for route in routes:
@@ -93,9 +140,11 @@ def _match_route(scope: Scope) -> str | None:
         except Exception:  # noqa: BLE001 - a route's matcher must not break the request's telemetry
             continue
         if match is Match.FULL:
-            return getattr(route, "path_format", None) or getattr(route, "path", None)
+            if isinstance(route, Mount):
+                return MOUNT_TEMPLATE
+            return full_route_template(scope, route)
         if match is Match.PARTIAL and partial is None:
-            partial = getattr(route, "path_format", None) or getattr(route, "path", None)
+            partial = full_route_template(scope, route)
     return partial
 
 
@@ -182,8 +231,10 @@ class ServerTelemetryMiddleware:
         duration: FastHistogram,
         active: InFlight,
         hooks: ServerHooks,
+        root_app: Any = None,
     ) -> None:
         self.app = app
+        self._root_app = root_app  # the instrumented application, whose mounts name mounted paths
         self._tracer = tracer
         self._duration = duration
         self._active = active
@@ -235,6 +286,7 @@ class ServerTelemetryMiddleware:
             return
 
         start = perf_counter()
+        app_root: str = scope.get("root_path", "")
         raw_method: str = scope["method"]
         method = raw_method if raw_method in KNOWN_METHODS else "_OTHER"
         scheme: str = scope.get("scheme", "http")
@@ -306,7 +358,7 @@ class ServerTelemetryMiddleware:
             error = exc
             raise
         finally:
-            self._finish(scope, span, recording, method, scheme, status_code, error, start, in_flight)
+            self._finish(scope, span, recording, method, scheme, status_code, error, start, in_flight, app_root)
             self._activation.detach(token)
 
     def _finish(  # noqa: PLR0912 - every branch is one attribute of the finished request
@@ -320,21 +372,22 @@ class ServerTelemetryMiddleware:
         error: BaseException | None,
         start: float,
         in_flight: list[None],
+        app_root: str,
     ) -> None:
         try:
             elapsed = perf_counter() - start
             in_flight.pop()
             if error is not None and status_code == 0:
                 status_code = 500
-            route = _route_template(scope)
-            # Semantic conventions: the status code when one was sent (Starlette's
-            # error middleware sends the 500 before re-raising), the exception's
-            # type only when the request failed before any response.
+            route = _route_template(scope, app_root, self._root_app)
+            # Semantic conventions: the exception's class when one left the app
+            # (Starlette's error middleware sends the 500 before re-raising it),
+            # else the status code of a server error.
             error_type: str | None = None
-            if status_code >= 500:
-                error_type = str(status_code)
-            elif error is not None:
+            if error is not None:
                 error_type = type(error).__qualname__
+            elif status_code >= 500:
+                error_type = str(status_code)
             if error is not None and status_code == 0:
                 status_code = 500
             protocol = _PROTOCOL_VERSIONS.get(scope.get("http_version", "1.1"), "1.1")
@@ -494,9 +547,15 @@ def instrument_app(
     original_build = app.build_middleware_stack
 
     def build_middleware_stack() -> ASGIApp:
+        if getattr(app, _MOUNTED, False):
+            return original_build()  # mounted in an instrumented app: its requests are already traced
+        # Built at the first request or lifespan, when the app's mounts are in place.
+        _adopt_mounted_apps(app)
         # Outermost, outside ServerErrorMiddleware: unhandled exceptions are
         # seen (and recorded) while the request span is still current.
-        return ServerTelemetryMiddleware(original_build(), tracer=tracer, duration=duration, active=active, hooks=hooks)
+        return ServerTelemetryMiddleware(
+            original_build(), tracer=tracer, duration=duration, active=active, hooks=hooks, root_app=app
+        )
 
     app.build_middleware_stack = build_middleware_stack
     # Rebuilt on the next call, also when configure() runs inside the lifespan.
@@ -504,6 +563,32 @@ def instrument_app(
     setattr(app, _MARK, True)
     disable_native_telemetry(app)
     return True
+
+
+def _adopt_mounted_apps(app: Any, depth: int = 0) -> None:
+    """Mounted sub-applications: no native telemetry, and no second server span of ours.
+
+    Their requests are the parent's, already traced with the mount path in the
+    route; FastAPI's native telemetry (0.142+) would start a second trace for
+    each, and under zero code the sub-app was instrumented at construction.
+    """
+    from starlette.routing import Mount
+
+    if depth > 8:
+        return
+    for route in getattr(getattr(app, "router", None), "routes", ()):
+        if not isinstance(route, Mount):
+            continue
+        sub = route.app
+        if sub is app or not hasattr(sub, "build_middleware_stack"):
+            continue
+        disable_native_telemetry(sub)
+        if not getattr(sub, _MOUNTED, False):
+            with contextlib.suppress(AttributeError, TypeError):
+                setattr(sub, _MOUNTED, True)
+                if is_instrumented(sub):
+                    sub.middleware_stack = None  # rebuilt without our middleware
+        _adopt_mounted_apps(sub, depth + 1)
 
 
 _original_init: Any = None

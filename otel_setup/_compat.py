@@ -1,0 +1,119 @@
+"""The one place that reads other libraries' private state, each read with a public fallback.
+
+FastAPI 0.138 nests included routers: the ``APIRoute`` a request matched
+(``scope["route"]``) keeps the path its router was declared with, and the
+template with every ``include_router`` prefix lives on the route context
+FastAPI chose, which it keeps in its private ``scope["fastapi"]`` state. That
+read is one dictionary lookup; the public fallback, FastAPI's
+``iter_route_contexts`` (the same full templates, found by matching the request
+again), costs a walk over the route table and is cached per route where the
+answer cannot depend on the request. Before 0.138 the route's own path already
+is the full template. Each path is tested on every FastAPI release the package
+claims (``scripts/fastapi-matrix``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, MutableMapping
+from typing import Any, Final
+
+from starlette.routing import Mount
+
+__all__ = ["MOUNT_TEMPLATE", "full_route_template", "route_template_from_contexts"]
+
+MOUNT_TEMPLATE: Final = "/{path}"
+"""What a mount contributes below its own prefix: the rest of the path, as its converter names it."""
+
+_FASTAPI_STATE: Final = "fastapi"
+_EFFECTIVE_CONTEXT: Final = "effective_route_context"
+_CACHE_ATTRIBUTE: Final = "_otel_setup_route_templates"
+_NOT_CACHED: Final = object()
+
+_iter_route_contexts: Callable[[Any], Iterable[Any]] | None
+try:
+    from fastapi.routing import iter_route_contexts as _iter_route_contexts
+except ImportError:  # FastAPI < 0.138: included routes are copied with their full path
+    _iter_route_contexts = None
+
+def full_route_template(scope: MutableMapping[str, Any], route: Any) -> str | None:
+    """The template of ``route`` with the prefixes of every router it was included through.
+
+    Relative to the application that routed the request (mount paths and the
+    application root are the caller's to add).
+    """
+    state = scope.get(_FASTAPI_STATE)
+    if state.__class__ is dict:
+        context = state.get(_EFFECTIVE_CONTEXT)
+        if context is not None and getattr(context, "original_route", None) is route:
+            template = getattr(getattr(context, "starlette_route", None), "path_format", None) or getattr(
+                context, "path_format", None
+            )
+            if isinstance(template, str):
+                return template
+    return route_template_from_contexts(scope, route)
+
+
+def route_template_from_contexts(scope: MutableMapping[str, Any], route: Any) -> str | None:
+    """Public-API answer: the route's own template, or its included contexts' matched against the request."""
+    app = scope.get("app")
+    cache: dict[int, tuple[Any, Any]] | None = getattr(app, _CACHE_ATTRIBUTE, None) if app is not None else None
+    cached = cache.get(id(route)) if cache is not None else None
+    if cached is not None and cached[0] is route:
+        value = cached[1]
+    else:
+        value = _template_of(app, route)
+        if app is not None:
+            if cache is None:
+                cache = {}
+                try:
+                    setattr(app, _CACHE_ATTRIBUTE, cache)
+                except (AttributeError, TypeError):
+                    return _match_contexts(scope, route) if value is _NOT_CACHED else value
+            cache[id(route)] = (route, value)
+    if value is _NOT_CACHED:
+        return _match_contexts(scope, route)
+    return value  # type: ignore[no-any-return] # a str or None, stored by _template_of
+
+
+def _template_of(app: Any, route: Any) -> Any:
+    """The route's template when it does not depend on the request, else ``_NOT_CACHED``."""
+    if isinstance(route, Mount):  # a mounted app that did not route further (static files, a 404 inside)
+        return MOUNT_TEMPLATE
+    own = getattr(route, "path_format", None) or getattr(route, "path", None)
+    template = own if isinstance(own, str) else None
+    if _iter_route_contexts is None or app is None or template is None:
+        return template
+    contexts = _contexts_of(app, route)
+    if len(contexts) == 1:
+        return _context_template(contexts[0]) or template
+    if contexts:
+        return _NOT_CACHED  # one router included under several prefixes: the request decides
+    return template
+
+
+def _contexts_of(app: Any, route: Any) -> list[Any]:
+    routes = getattr(getattr(app, "router", None), "routes", None)
+    if not routes or _iter_route_contexts is None:
+        return []
+    return [context for context in _iter_route_contexts(routes) if context.original_route is route]
+
+
+def _context_template(context: Any) -> str | None:
+    template = getattr(context, "path_format", None) or getattr(context, "path", None)
+    return template if isinstance(template, str) else None
+
+
+def _match_contexts(scope: MutableMapping[str, Any], route: Any) -> str | None:
+    from starlette.routing import Match
+
+    partial: str | None = None
+    for context in _contexts_of(scope.get("app"), route):
+        try:
+            match, _ = context.matches(scope)
+        except Exception:  # noqa: BLE001 - a route's matcher must not break the request's telemetry
+            continue
+        if match is Match.FULL:
+            return _context_template(context)
+        if match is Match.PARTIAL and partial is None:
+            partial = _context_template(context)
+    return partial
