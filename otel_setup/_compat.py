@@ -35,6 +35,7 @@ try:
 except ImportError:  # FastAPI < 0.138: included routes are copied with their full path
     _iter_route_contexts = None
 
+
 def full_route_template(scope: MutableMapping[str, Any], route: Any) -> str | None:
     """The template of ``route`` with the prefixes of every router it was included through.
 

@@ -200,7 +200,9 @@ def test_route_template_fallback_without_fastapis_private_state() -> None:
                 seen.append((route.path_format, private, public, scope["path"]))
 
     app.add_middleware(Record)
-    drive(app, tuple(r for r in REQUESTS if r.name in {"prefixed", "repeated_router", "nested_router", "nested_repeated"}))
+    drive(
+        app, tuple(r for r in REQUESTS if r.name in {"prefixed", "repeated_router", "nested_router", "nested_repeated"})
+    )
     privates = [private for _, private, _, _ in seen]
     assert privates == [
         "/api/v1/items/{item_id}",

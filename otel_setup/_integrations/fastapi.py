@@ -548,7 +548,8 @@ def instrument_app(
 
     def build_middleware_stack() -> ASGIApp:
         if getattr(app, _MOUNTED, False):
-            return original_build()  # mounted in an instrumented app: its requests are already traced
+            stack: ASGIApp = original_build()  # mounted in an instrumented app: its requests are already traced
+            return stack
         # Built at the first request or lifespan, when the app's mounts are in place.
         _adopt_mounted_apps(app)
         # Outermost, outside ServerErrorMiddleware: unhandled exceptions are
@@ -579,7 +580,7 @@ def _adopt_mounted_apps(app: Any, depth: int = 0) -> None:
     for route in getattr(getattr(app, "router", None), "routes", ()):
         if not isinstance(route, Mount):
             continue
-        sub = route.app
+        sub: Any = route.app
         if sub is app or not hasattr(sub, "build_middleware_stack"):
             continue
         disable_native_telemetry(sub)

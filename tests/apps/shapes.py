@@ -10,6 +10,7 @@ request validation. ``REQUESTS`` says what each request's telemetry must be.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, MutableMapping
 from pathlib import Path
@@ -42,8 +43,12 @@ class Expect(NamedTuple):
 REQUESTS: tuple[Expect, ...] = (
     Expect("prefixed", "GET", "/api/v1/items/7", "", 200, "/api/v1/items/{item_id}"),
     Expect("repeated_router", "GET", "/api/v2/items/7", "", 200, "/api/v2/items/{item_id}"),
-    Expect("nested_router", "GET", "/api/v1/guilds/g1/members/m2", "", 200, "/api/v1/guilds/{guild_id}/members/{member}"),
-    Expect("nested_repeated", "GET", "/api/v2/guilds/g1/members/m2", "", 200, "/api/v2/guilds/{guild_id}/members/{member}"),
+    Expect(
+        "nested_router", "GET", "/api/v1/guilds/g1/members/m2", "", 200, "/api/v1/guilds/{guild_id}/members/{member}"
+    ),
+    Expect(
+        "nested_repeated", "GET", "/api/v2/guilds/g1/members/m2", "", 200, "/api/v2/guilds/{guild_id}/members/{member}"
+    ),
     Expect("router_dependency_401", "GET", "/api/v1/admin/stats", "", 401, "/api/v1/admin/stats"),
     Expect("router_dependency_ok", "GET", "/api/v1/admin/stats?token=ok", "", 200, "/api/v1/admin/stats"),
     Expect("dependency_raises", "GET", "/api/v1/admin/broken", "", 500, "/api/v1/admin/broken", "RuntimeError"),
@@ -261,10 +266,8 @@ def drive(app: Any, requests: tuple[Expect, ...]) -> list[int]:
             if message["type"] == "http.response.start":
                 statuses.append(message["status"])
 
-        try:
+        with contextlib.suppress(RuntimeError):  # unhandled exceptions leave the app after the 500 was sent
             await app(scope, receive, send)
-        except RuntimeError:  # unhandled exceptions leave the app after the 500 was sent
-            pass
         return statuses[0]
 
     async def all_requests() -> list[int]:
