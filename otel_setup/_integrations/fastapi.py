@@ -31,6 +31,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from otel_setup._compat import MOUNT_TEMPLATE, full_route_template
 from otel_setup._context import SpanActivation
 from otel_setup._fastmetrics import FastHistogram, InFlight, LocalMetrics
+from otel_setup._integrations.logging import EXCEPTION_SPAN
 from otel_setup._providers import DURATION_BUCKETS
 from otel_setup._redaction import redact_query
 from otel_setup._sampling import RootSpans
@@ -218,6 +219,8 @@ class ServerHooks:
     probes: Mapping[str, ASGIApp] = field(default_factory=dict)
     roots: RootSpans | None = None
     capture_headers: Callable[[Scope], Mapping[str, Any]] | None = None
+    state: Any = None
+    """Has ``shut_down`` (and ``warned``): requests after telemetry shut down get one warning."""
 
 
 class ServerTelemetryMiddleware:
@@ -252,6 +255,7 @@ class ServerTelemetryMiddleware:
         self._probes = dict(hooks.probes)
         self._roots = hooks.roots
         self._capture_headers = hooks.capture_headers  # allow-listed, sanitised request headers (off: None)
+        self._state = hooks.state if hooks.state is not None else _NeverShutDown()
         self._timing_headers = hooks.server_timing or hooks.response_time_header
         self._activation = SpanActivation()
         self._expose_names = b", ".join(
@@ -285,6 +289,8 @@ class ServerTelemetryMiddleware:
             await self.app(scope, receive, send)
             return
 
+        if self._state.shut_down:
+            self._after_shutdown()
         start = perf_counter()
         app_root: str = scope.get("root_path", "")
         raw_method: str = scope["method"]
@@ -417,11 +423,24 @@ class ServerTelemetryMiddleware:
                 if error_type is not None:
                     span.set_attribute("error.type", error_type)
                     span.set_status(Status(StatusCode.ERROR))
+            if error is not None and context.is_valid:
+                # uvicorn logs the exception after this span ended: its line joins the request's trace.
+                with contextlib.suppress(AttributeError, TypeError):
+                    setattr(error, EXCEPTION_SPAN, context)
         except Exception:  # noqa: BLE001 - a telemetry failure must never fail the request
             _log.debug("otel_setup: could not finish server telemetry", exc_info=True)
         finally:
             if recording:  # a span that did not record at its start has nothing to end
                 span.end()
+
+    def _after_shutdown(self) -> None:
+        state = self._state
+        if not state.warned:
+            state.warned = True
+            _log.warning(
+                "otel_setup: a request arrived after telemetry was shut down (shutdown() or "
+                "FastAPIOptions(shutdown_on_lifespan=True)); its spans, metrics and OTLP logs are not exported"
+            )
 
     def _add_timing_headers(self, message: Message, elapsed: float, cross_origin: bool) -> None:
         """``Server-Timing``/``X-Response-Time``: time to the first byte, as the browser sees it."""
@@ -455,8 +474,8 @@ class ServerTelemetryMiddleware:
                     on_startup()
                 except Exception:  # noqa: BLE001 - telemetry must not fail the app's startup
                     _log.warning("otel_setup: startup hook failed", exc_info=True)
-            # uvicorn re-raises SIGTERM after its graceful shutdown, so atexit
-            # hooks never run: the lifespan's end is the last safe moment.
+            # The end of a lifespan flushes (uvicorn on SIGTERM: the last moment
+            # the event loop waits for); the providers shut down at process exit.
             if on_shutdown is not None and message.get("type") in (
                 "lifespan.shutdown.complete",
                 "lifespan.shutdown.failed",
@@ -468,6 +487,11 @@ class ServerTelemetryMiddleware:
             await send(message)
 
         return lifespan_send
+
+
+class _NeverShutDown:
+    shut_down = False
+    warned = False
 
 
 def _request_attributes(
