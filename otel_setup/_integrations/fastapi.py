@@ -19,6 +19,7 @@ import contextlib
 import ipaddress
 import logging
 import re
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -275,6 +276,9 @@ class ServerTelemetryMiddleware:
             if kind == "lifespan" and (self._on_shutdown is not None or self._on_startup is not None):
                 await self.app(scope, receive, self._lifespan_send(send))
                 return
+            if kind == "websocket" and not self._state.shut_down:
+                await self._websocket(scope, receive, send)
+                return
             await self.app(scope, receive, send)
             return
         path = scope["path"]
@@ -349,12 +353,27 @@ class ServerTelemetryMiddleware:
         # CORS middleware answers, so there is no expose list to extend.
         cross_origin = origin is not None
 
+        # When the response ended for the duration histogram: its last byte, so
+        # background tasks run after it do not count; for a server-sent event
+        # stream (open for minutes) its first event, so streams cannot swamp
+        # the latency percentiles. The span covers all of it.
+        ended = 0.0
+        response_headers: Any = None
+
         async def send_wrapper(message: Message) -> None:
-            nonlocal status_code
+            nonlocal status_code, ended, response_headers
             if message["type"] == "http.response.start":
                 status_code = message["status"]
+                response_headers = message.get("headers")
                 if timing_headers:
                     self._add_timing_headers(message, perf_counter() - start, cross_origin)
+            elif not message.get("more_body", False):
+                if not ended:
+                    ended = perf_counter()
+            elif response_headers is not None:  # the first chunk of a streamed body
+                if _is_event_stream(response_headers):
+                    ended = perf_counter()
+                response_headers = None
             await send(message)
 
         error: BaseException | None = None
@@ -364,7 +383,9 @@ class ServerTelemetryMiddleware:
             error = exc
             raise
         finally:
-            self._finish(scope, span, recording, method, scheme, status_code, error, start, in_flight, app_root)
+            self._finish(
+                scope, span, recording, method, scheme, status_code, error, start, in_flight, app_root, ended
+            )
             self._activation.detach(token)
 
     def _finish(  # noqa: PLR0912 - every branch is one attribute of the finished request
@@ -379,9 +400,10 @@ class ServerTelemetryMiddleware:
         start: float,
         in_flight: list[None],
         app_root: str,
+        ended: float = 0.0,
     ) -> None:
         try:
-            elapsed = perf_counter() - start
+            elapsed = (ended or perf_counter()) - start
             in_flight.pop()
             if error is not None and status_code == 0:
                 status_code = 500
@@ -432,6 +454,42 @@ class ServerTelemetryMiddleware:
         finally:
             if recording:  # a span that did not record at its start has nothing to end
                 span.end()
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """One SERVER span per connection, named by its route; WebSockets stay out of the HTTP histogram."""
+        app_root: str = scope.get("root_path", "")
+        span = self._tracer.start_span(
+            "WebSocket",
+            kind=SpanKind.SERVER,
+            attributes={
+                "url.scheme": scope.get("scheme", "ws"),
+                "url.path": scope.get("path", ""),
+                "network.protocol.name": "websocket",
+            },
+        )
+        token = self._activation.attach(span, None)
+        error: BaseException | None = None
+        try:
+            await self.app(scope, receive, send)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            try:
+                if span.is_recording():
+                    route = _route_template(scope, app_root, self._root_app)
+                    if route is not None:
+                        span.update_name(route)  # as contrib names WebSocket spans: the route alone
+                        span.set_attribute("http.route", route)
+                    if error is not None:
+                        record_error(span, error)
+                        span.set_attribute("error.type", type(error).__qualname__)
+                        span.set_status(Status(StatusCode.ERROR))
+            except Exception:  # noqa: BLE001 - a telemetry failure must never fail the connection
+                _log.debug("otel_setup: could not finish WebSocket telemetry", exc_info=True)
+            finally:
+                span.end()
+                self._activation.detach(token)
 
     def _after_shutdown(self) -> None:
         state = self._state
@@ -489,6 +547,14 @@ class ServerTelemetryMiddleware:
         return lifespan_send
 
 
+def _is_event_stream(headers: Any) -> bool:
+    """Whether a response streaming its body is server-sent events (checked once, at its first chunk)."""
+    for name, value in headers or ():
+        if name.lower() == b"content-type":
+            return bool(value.startswith(b"text/event-stream"))
+    return False
+
+
 class _NeverShutDown:
     shut_down = False
     warned = False
@@ -542,17 +608,13 @@ def is_instrumented(app: Any) -> bool:
     return bool(getattr(app, _MARK, False))
 
 
-def instrument_app(
-    app: Any,
-    *,
-    tracer_provider: TracerProvider,
-    local_metrics: LocalMetrics,
-    hooks: ServerHooks,
-) -> bool:
-    """Wrap ``app``'s middleware stack once; a second call is a no-op returning False."""
-    if is_instrumented(app):
-        return False
-    tracer = tracer_provider.get_tracer(_SCOPE_NAME, __version__)
+_server_instruments: weakref.WeakKeyDictionary[LocalMetrics, tuple[FastHistogram, InFlight]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _new_server_instruments(local_metrics: LocalMetrics) -> tuple[FastHistogram, InFlight]:
+    """One duration histogram and in-flight count per process, shared by every app (no duplicate series)."""
     duration = FastHistogram(
         "http.server.request.duration",
         "s",
@@ -568,6 +630,24 @@ def instrument_app(
     )
     local_metrics.register(_SCOPE_NAME, __version__, duration)
     local_metrics.register(_SCOPE_NAME, __version__, active)
+    return duration, active
+
+
+def instrument_app(
+    app: Any,
+    *,
+    tracer_provider: TracerProvider,
+    local_metrics: LocalMetrics,
+    hooks: ServerHooks,
+) -> bool:
+    """Wrap ``app``'s middleware stack once; a second call is a no-op returning False."""
+    if is_instrumented(app):
+        return False
+    tracer = tracer_provider.get_tracer(_SCOPE_NAME, __version__)
+    shared = _server_instruments.get(local_metrics)
+    if shared is None:
+        shared = _server_instruments[local_metrics] = _new_server_instruments(local_metrics)
+    duration, active = shared
     original_build = app.build_middleware_stack
 
     def build_middleware_stack() -> ASGIApp:
