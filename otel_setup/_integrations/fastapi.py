@@ -89,7 +89,7 @@ def _route_template(scope: Scope, app_root: str, root_app: Any) -> str | None:
     return app_root.rstrip("/") + template if app_root else template
 
 
-_mount_prefixes: dict[tuple[int, str], str] = {}
+_MOUNT_TEMPLATES: Final = "_otel_setup_mount_templates"
 _MOUNT_PREFIX_CACHE_SIZE: Final = 1024
 
 
@@ -99,8 +99,12 @@ def _mount_prefix(app: Any, prefix: str) -> str:
     Found by matching the mounts of ``app``'s route table once per distinct
     prefix; a prefix no mount explains is returned as it is.
     """
-    key = (id(app), prefix)
-    cached = _mount_prefixes.get(key)
+    cache: dict[str, str] | None = getattr(app, _MOUNT_TEMPLATES, None)
+    if cache is None:
+        cache = {}
+        with contextlib.suppress(AttributeError, TypeError):
+            setattr(app, _MOUNT_TEMPLATES, cache)
+    cached = cache.get(prefix)
     if cached is not None:
         return cached
     from starlette.routing import Mount
@@ -122,8 +126,8 @@ def _mount_prefix(app: Any, prefix: str) -> str:
             break
         else:
             return prefix
-    if len(_mount_prefixes) < _MOUNT_PREFIX_CACHE_SIZE:
-        _mount_prefixes[key] = template
+    if len(cache) < _MOUNT_PREFIX_CACHE_SIZE:  # a mount with a parameter: one entry per value
+        cache[prefix] = template
     return template
 
 
