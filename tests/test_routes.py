@@ -227,3 +227,29 @@ def test_matrix_runs_the_intended_release() -> None:
         assert fastapi.__version__ == expected
     else:
         assert fastapi.__file__.startswith(str(__import__("sys").prefix))
+
+
+def test_a_mounted_app_instrumented_at_construction_adds_no_second_span() -> None:
+    """Under zero code every ``FastAPI()`` is instrumented when built, mounted sub-apps included."""
+    from fastapi import FastAPI
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    import otel_setup
+
+    telemetry = otel_setup.configure(sampling_ratio=1.0, logging=False)
+    exporter = InMemorySpanExporter()
+    telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))  # type: ignore[attr-defined]
+    app = FastAPI()
+    telemetry.instrument_app(app)
+    sub = FastAPI()
+    telemetry.instrument_app(sub)
+
+    @sub.get("/ping/{n}")
+    async def ping(n: int) -> dict[str, int]:
+        return {"n": n}
+
+    app.mount("/sub", sub)
+    assert drive(app, (Expect("mounted", "GET", "/sub/ping/1", "", 200, "/sub/ping/{n}"),)) == [200]
+    server = [s for s in span_records(exporter) if s["kind"] == "SERVER"]
+    assert [(s["name"], s["scope"]) for s in server] == [("GET /sub/ping/{n}", OURS)]
