@@ -26,7 +26,7 @@ MOUNT_TEMPLATE: Final = "/{path}"
 
 _FASTAPI_STATE: Final = "fastapi"
 _EFFECTIVE_CONTEXT: Final = "effective_route_context"
-_CACHE_ATTRIBUTE: Final = "_otel_setup_route_templates"
+_CACHE_SIZE: Final = 4096
 _NOT_CACHED: Final = object()
 
 _iter_route_contexts: Callable[[Any], Iterable[Any]] | None
@@ -36,14 +36,18 @@ except ImportError:  # FastAPI < 0.138: included routes are copied with their fu
     _iter_route_contexts = None
 
 
-def full_route_template(scope: MutableMapping[str, Any], route: Any) -> str | None:
+def full_route_template(
+    scope: MutableMapping[str, Any], route: Any, cache: dict[int, tuple[Any, Any, Any]]
+) -> str | None:
     """The template of ``route`` with the prefixes of every router it was included through.
 
     Relative to the application that routed the request (mount paths and the
-    application root are the caller's to add).
+    application root are the caller's to add). ``cache`` belongs to the caller
+    (one per instrumented app) and keeps the answers that do not depend on the
+    request.
     """
     state = scope.get(_FASTAPI_STATE)
-    if state.__class__ is dict:
+    if state is not None and state.__class__ is dict:
         context = state.get(_EFFECTIVE_CONTEXT)
         if context is not None and getattr(context, "original_route", None) is route:
             template = getattr(getattr(context, "starlette_route", None), "path_format", None) or getattr(
@@ -51,29 +55,24 @@ def full_route_template(scope: MutableMapping[str, Any], route: Any) -> str | No
             )
             if isinstance(template, str):
                 return template
-    return route_template_from_contexts(scope, route)
+    return route_template_from_contexts(scope, route, cache)
 
 
-def route_template_from_contexts(scope: MutableMapping[str, Any], route: Any) -> str | None:
+def route_template_from_contexts(
+    scope: MutableMapping[str, Any], route: Any, cache: dict[int, tuple[Any, Any, Any]]
+) -> str | None:
     """Public-API answer: the route's own template, or its included contexts' matched against the request."""
     app = scope.get("app")
-    cache: dict[int, tuple[Any, Any]] | None = getattr(app, _CACHE_ATTRIBUTE, None) if app is not None else None
-    cached = cache.get(id(route)) if cache is not None else None
-    if cached is not None and cached[0] is route:
-        value = cached[1]
+    cached = cache.get(id(route))
+    if cached is not None and cached[0] is route and cached[1] is app:
+        value = cached[2]
     else:
         value = _template_of(app, route)
-        if app is not None:
-            if cache is None:
-                cache = {}
-                try:
-                    setattr(app, _CACHE_ATTRIBUTE, cache)
-                except (AttributeError, TypeError):
-                    return _match_contexts(scope, route) if value is _NOT_CACHED else value
-            cache[id(route)] = (route, value)
+        if len(cache) < _CACHE_SIZE:
+            cache[id(route)] = (route, app, value)
     if value is _NOT_CACHED:
         return _match_contexts(scope, route)
-    return value  # type: ignore[no-any-return] # a str or None, stored by _template_of
+    return value  # type: ignore[no-any-return] # a str or None, from _template_of
 
 
 def _template_of(app: Any, route: Any) -> Any:

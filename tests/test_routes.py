@@ -194,9 +194,9 @@ def test_route_template_fallback_without_fastapis_private_state() -> None:
             await self.inner(scope, receive, send)
             route = scope.get("route")
             if scope["type"] == "http" and route is not None:
-                private = _compat.full_route_template(scope, route)
+                private = _compat.full_route_template(scope, route, {})
                 public_scope = {k: v for k, v in scope.items() if k != "fastapi"}
-                public = _compat.route_template_from_contexts(public_scope, route)
+                public = _compat.route_template_from_contexts(public_scope, route, {})
                 seen.append((route.path_format, private, public, scope["path"]))
 
     app.add_middleware(Record)

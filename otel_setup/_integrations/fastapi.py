@@ -68,7 +68,7 @@ SERVER_DURATION_ATTRIBUTES: Final = (
 _PROTOCOL_VERSIONS: Final = {"1.0": "1.0", "1.1": "1.1", "2": "2", "2.0": "2", "3": "3", "3.0": "3"}
 
 
-def _route_template(scope: Scope, app_root: str, root_app: Any) -> str | None:
+def _route_template(scope: Scope, app_root: str, root_app: Any, cache: dict[int, tuple[Any, Any, Any]]) -> str | None:
     """The request's full route template, or None when no route matched.
 
     ``app_root`` is the ``root_path`` the request arrived with: the HTTP
@@ -77,16 +77,19 @@ def _route_template(scope: Scope, app_root: str, root_app: Any) -> str | None:
     request went through.
     """
     route = scope.get("route")
-    template = full_route_template(scope, route) if route is not None else _match_route(scope)
+    template = full_route_template(scope, route, cache) if route is not None else _match_route(scope, cache)
     root = scope.get("root_path", "")
-    if root != app_root:
+    if root == app_root:
+        if template is None or not app_root:
+            return template
+    else:
         if template is None:
             template = MOUNT_TEMPLATE  # a mounted app that answered without a route of its own
         if root.startswith(app_root):
             template = _mount_prefix(root_app, root[len(app_root) :]) + template
-    elif template is None:
-        return None
-    return app_root.rstrip("/") + template if app_root else template
+        if not app_root:
+            return template
+    return app_root.rstrip("/") + template
 
 
 _MOUNT_TEMPLATES: Final = "_otel_setup_mount_templates"
@@ -131,7 +134,7 @@ def _mount_prefix(app: Any, prefix: str) -> str:
     return template
 
 
-def _match_route(scope: Scope) -> str | None:
+def _match_route(scope: Scope, cache: dict[int, tuple[Any, Any, Any]]) -> str | None:
     """Starlette releases that do not record the matched route: match once, after the fact."""
     app = scope.get("app")
     routes: Iterable[Any] = getattr(getattr(app, "router", None), "routes", ())
@@ -148,9 +151,9 @@ def _match_route(scope: Scope) -> str | None:
         if match is Match.FULL:
             if isinstance(route, Mount):
                 return MOUNT_TEMPLATE
-            return full_route_template(scope, route)
+            return full_route_template(scope, route, cache)
         if match is Match.PARTIAL and partial is None:
-            partial = full_route_template(scope, route)
+            partial = full_route_template(scope, route, cache)
     return partial
 
 
@@ -243,6 +246,7 @@ class ServerTelemetryMiddleware:
     ) -> None:
         self.app = app
         self._root_app = root_app  # the instrumented application, whose mounts name mounted paths
+        self._templates: dict[int, tuple[Any, Any, Any]] = {}  # route templates that do not depend on the request
         self._tracer = tracer
         self._duration = duration
         self._active = active
@@ -387,9 +391,7 @@ class ServerTelemetryMiddleware:
             error = exc
             raise
         finally:
-            self._finish(
-                scope, span, recording, method, scheme, status_code, error, start, in_flight, app_root, ended
-            )
+            self._finish(scope, span, recording, method, scheme, status_code, error, start, in_flight, app_root, ended)
             self._activation.detach(token)
 
     def _finish(  # noqa: PLR0912 - every branch is one attribute of the finished request
@@ -411,7 +413,7 @@ class ServerTelemetryMiddleware:
             in_flight.pop()
             if error is not None and status_code == 0:
                 status_code = 500
-            route = _route_template(scope, app_root, self._root_app)
+            route = _route_template(scope, app_root, self._root_app, self._templates)
             # Semantic conventions: the exception's class when one left the app
             # (Starlette's error middleware sends the 500 before re-raising it),
             # else the status code of a server error.
@@ -481,7 +483,7 @@ class ServerTelemetryMiddleware:
         finally:
             try:
                 if span.is_recording():
-                    route = _route_template(scope, app_root, self._root_app)
+                    route = _route_template(scope, app_root, self._root_app, self._templates)
                     if route is not None:
                         span.update_name(route)  # as contrib names WebSocket spans: the route alone
                         span.set_attribute("http.route", route)
