@@ -86,6 +86,8 @@ def _plain_server_fields(logger: Any, method_name: str, event_dict: EventDict) -
     event_dict.pop("color_message", None)
     event = event_dict.get("event")
     if isinstance(event, str) and (event.endswith(("\n", " ")) or "\x1b" in event):
+        if event_dict.get("message") == event:  # the rendered copy another handler left on the record
+            del event_dict["message"]
         event_dict["event"] = _ANSI.sub("", event).rstrip()
     return event_dict
 
