@@ -1,5 +1,11 @@
 """The one place that reads other libraries' private state, each read with a public fallback.
 
+FastAPI's native telemetry (0.142+) is configured only through the
+constructor and kept on the app as a private dict read on every request:
+``disable_native_telemetry`` flips its switches there (there is no public
+switch for an app someone else constructed; without the dict there is nothing
+to switch off).
+
 FastAPI 0.138 nests included routers: the ``APIRoute`` a request matched
 (``scope["route"]``) keeps the path its router was declared with, and the
 template with every ``include_router`` prefix lives on the route context
@@ -19,7 +25,7 @@ from typing import Any, Final
 
 from starlette.routing import Mount
 
-__all__ = ["MOUNT_TEMPLATE", "full_route_template", "route_template_from_contexts"]
+__all__ = ["MOUNT_TEMPLATE", "disable_native_telemetry", "full_route_template", "route_template_from_contexts"]
 
 MOUNT_TEMPLATE: Final = "/{path}"
 """What a mount contributes below its own prefix: the rest of the path, as its converter names it."""
@@ -117,3 +123,18 @@ def _match_contexts(scope: MutableMapping[str, Any], route: Any) -> str | None:
         if match is Match.PARTIAL and partial is None:
             partial = _context_template(context)
     return partial
+
+
+def disable_native_telemetry(app: Any) -> bool:
+    """Switch FastAPI's built-in telemetry (0.142+) off for this app.
+
+    It is configured only through the constructor, and keeps that dict on the
+    app and reads it on every request, so flipping its switches there is the
+    one way to turn it off for an app someone else constructed. Returns whether
+    the app had it.
+    """
+    config = getattr(app, "_telemetry", None)
+    if not isinstance(config, dict) or "tracing" not in config:
+        return False
+    config.update(tracing=False, metrics=False, logs=False, operation_spans=False)
+    return True

@@ -29,7 +29,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from otel_setup._compat import MOUNT_TEMPLATE, full_route_template
+from otel_setup._compat import MOUNT_TEMPLATE, disable_native_telemetry, full_route_template
 from otel_setup._context import SpanActivation
 from otel_setup._fastmetrics import FastHistogram, InFlight, LocalMetrics
 from otel_setup._integrations.logging import EXCEPTION_SPAN
@@ -593,21 +593,6 @@ def _request_attributes(
     if user_agent:
         attributes["user_agent.original"] = user_agent.decode("latin-1")
     return attributes
-
-
-def disable_native_telemetry(app: Any) -> bool:
-    """Switch FastAPI's built-in telemetry (0.142+) off for this app.
-
-    It is configured only through the constructor, and keeps that dict on the
-    app and reads it on every request, so flipping its switches there is the
-    one way to turn it off for an app someone else constructed. Returns whether
-    the app had it.
-    """
-    config = getattr(app, "_telemetry", None)
-    if not isinstance(config, dict) or "tracing" not in config:
-        return False
-    config.update(tracing=False, metrics=False, logs=False, operation_spans=False)
-    return True
 
 
 def is_instrumented(app: Any) -> bool:
