@@ -271,6 +271,10 @@ def _start_sentry(settings: Settings, telemetry: Telemetry) -> None:
     ignore_logger("otel_setup.request")
     bridge.register_metrics(telemetry.meter_provider)  # otel_setup.sentry.events.dropped
     telemetry.add_shutdown_step(lambda: bridge.close(min(2.0, float(settings.shutdown_timeout))))
+    # The end of a lifespan flushes Sentry's queue too (a SIGTERM may end the process right after).
+    import sentry_sdk
+
+    telemetry.add_flush_step(lambda timeout: sentry_sdk.get_client().flush(timeout=min(2.0, timeout)))
     telemetry.instrumentations["sentry"] = "active"
 
 

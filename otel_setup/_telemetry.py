@@ -52,6 +52,7 @@ class Telemetry:
         self._metrics_server: Any | None = None
         self._cleanups: list[Callable[[], None]] = []
         self._resets: list[Callable[[], None]] = []
+        self._flush_steps: list[Callable[[float], object]] = []
         self._lifespan_flush: tuple[float, float] | None = None  # (started, ended), monotonic
         self.state = ServerState()
         """What the server middleware of every app reads: whether telemetry was shut down."""
@@ -235,6 +236,10 @@ class Telemetry:
                 _log.debug("otel_setup: reset step failed", exc_info=True)
         self._resets.clear()
 
+    def add_flush_step(self, step: Callable[[float], object]) -> None:
+        """Run by ``force_flush`` (and so at the end of a lifespan) with its timeout in seconds."""
+        self._flush_steps.append(step)
+
     def add_shutdown_step(self, step: Callable[[], object]) -> None:
         """Run at shutdown under the same deadline as the providers (flushing clients)."""
         self._shutdown_steps.append(step)
@@ -247,7 +252,8 @@ class Telemetry:
             self.write_waiting_lines()
         if self._providers is None:
             return True
-        return run_within(self._providers.flush_steps(int(timeout * 1000)), timeout, "flush")
+        extra = [lambda step=step: step(timeout) for step in self._flush_steps]
+        return run_within([*self._providers.flush_steps(int(timeout * 1000)), *extra], timeout, "flush")
 
     def lifespan_ended(self) -> None:
         """An app's lifespan ended: export what is queued, within the shutdown deadline.

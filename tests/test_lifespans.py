@@ -97,6 +97,17 @@ def test_the_end_of_a_lifespan_flushes(otlp_receiver: OtlpReceiver, monkeypatch:
     assert not telemetry.is_shut_down
 
 
+def test_the_end_of_a_lifespan_runs_the_flush_steps_sentry_registers() -> None:
+    app = _app()
+    telemetry = otel_setup.configure(app, logging=False)
+    timeouts: list[float] = []
+    telemetry.add_flush_step(timeouts.append)  # as the Sentry bridge's queue flush is registered
+    with TestClient(app) as client:
+        client.get("/items/1")
+    assert timeouts == [5.0]  # OTEL_SETUP_SHUTDOWN_TIMEOUT's default
+    assert not telemetry.is_shut_down
+
+
 def test_requests_after_a_real_shutdown_warn_once(caplog: pytest.LogCaptureFixture) -> None:
     app = _app()
     telemetry = otel_setup.configure(app, sampling_ratio=1.0, logging=False)
