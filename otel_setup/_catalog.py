@@ -80,10 +80,12 @@ CATALOG: Final[tuple[MetricSpec, ...]] = (
         "http.server.request.duration",
         "histogram",
         "s",
-        "`http.request.method` (`_OTHER` for unknown), `http.route` (template; absent when no route matched), "
-        "`http.response.status_code`, `url.scheme`, `network.protocol.version`, `error.type` (exception class or "
-        "status code, 5xx only)",
-        "Time from request start to the last response byte; rate, errors and latency per route.",
+        "`http.request.method` (`_OTHER` for unknown), `http.route` (full template with router prefixes, mount "
+        "paths and the application root; absent when no route matched), `http.response.status_code`, "
+        "`url.scheme`, `network.protocol.version`, `error.type` (the exception's class when one escaped, else "
+        "the status code of a 5xx)",
+        "Time from request start to the last response byte (background tasks excluded; a server-sent event "
+        "stream to its first event, see [fastapi.md](fastapi.md)); rate, errors and latency per route.",
         "http-server",
     ),
     MetricSpec(

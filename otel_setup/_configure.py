@@ -185,9 +185,11 @@ def _build(settings: Settings, features: Mapping[str, Any], app: Any) -> Telemet
     if isinstance(redis_options, RedisOptions):
         for index, client in enumerate(redis_options.clients):
             telemetry.add_readiness_check("redis" if index == 0 else f"redis_{index}", redis_check(client))
-    # At interpreter exit (not under uvicorn's SIGTERM path, which the
-    # lifespan covers) flush within the same deadline.
+    # Providers are shut down when the process ends, within the deadline: at
+    # interpreter exit, and on SIGTERM (uvicorn re-raises it after its graceful
+    # shutdown, so atexit alone would never run under it).
     atexit.register(telemetry.shutdown)
+    telemetry.add_reset(install_sigterm_shutdown(telemetry.shutdown))
     return telemetry
 
 
@@ -253,6 +255,40 @@ def wiring(telemetry: Telemetry) -> dict[str, Any]:
     }
 
 
+def install_sigterm_shutdown(shutdown: Any) -> Any:
+    """Run ``shutdown`` on SIGTERM, then die of it as before; returns the undo.
+
+    Installed only from the main thread over the default disposition: a
+    handler the application or its server set stays theirs (uvicorn and
+    gunicorn save ours and restore it before re-raising the signal).
+    """
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+    except (AttributeError, ValueError):
+        return lambda: None
+    if previous not in (signal.SIG_DFL, None):
+        return lambda: None
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        try:
+            shutdown()
+        finally:
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+    def undo() -> None:
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    return undo
+
+
 def _start_logging(settings: Settings, features: Mapping[str, Any], telemetry: Telemetry) -> None:
     options = features.get("logging")
     if options is False:
@@ -264,7 +300,7 @@ def _start_logging(settings: Settings, features: Mapping[str, Any], telemetry: T
     static = {"service.name": attributes.get("service.name")}
     if attributes.get("deployment.environment.name"):
         static["environment"] = attributes["deployment.environment.name"]
-    undo, fast = configure_logging(
+    undo, fast, detach_export = configure_logging(
         log_format=settings.log_format,
         level=settings.log_level,
         static_fields=static,
@@ -273,8 +309,11 @@ def _start_logging(settings: Settings, features: Mapping[str, Any], telemetry: T
         redactor=telemetry.redactor,
         request_log_buffer_ms=settings.request_log_buffer_ms,
     )
-    telemetry.add_cleanup(undo)
-    telemetry.request_log = RequestLog(settings.request_log_level, settings.slow_request_ms, fast)
+    telemetry.add_cleanup(detach_export)
+    telemetry.add_reset(undo)
+    telemetry.request_log = RequestLog(
+        settings.request_log_level, settings.slow_request_ms, fast, error_level=settings.request_log_error_level
+    )
     if fast is not None:
         telemetry.write_waiting_lines = fast.write_waiting
     telemetry.instrumentations["logging"] = "active"
@@ -301,8 +340,16 @@ def _start_sentry(settings: Settings, telemetry: Telemetry) -> None:
     )
     telemetry.error_reporter = bridge.capture_request_error
     telemetry.request_isolation = bridge.isolate
+    from sentry_sdk.integrations.logging import ignore_logger
+
+    # 5xx request lines are logged at error: the failed request is already one event.
+    ignore_logger("otel_setup.request")
     bridge.register_metrics(telemetry.meter_provider)  # otel_setup.sentry.events.dropped
     telemetry.add_shutdown_step(lambda: bridge.close(min(2.0, float(settings.shutdown_timeout))))
+    # The end of a lifespan flushes Sentry's queue too (a SIGTERM may end the process right after).
+    import sentry_sdk
+
+    telemetry.add_flush_step(lambda timeout: sentry_sdk.get_client().flush(timeout=min(2.0, timeout)))
     telemetry.instrumentations["sentry"] = "active"
 
 
@@ -436,6 +483,7 @@ def reset() -> None:
         if telemetry is not None:
             telemetry.shutdown(timeout=2.0)
             atexit.unregister(telemetry.shutdown)
+            telemetry.run_resets()
         from opentelemetry import _logs
         from opentelemetry.metrics import _internal as metrics_internal
         from opentelemetry.util._once import Once

@@ -30,11 +30,12 @@ from otel_setup._errors import OtelSetupConfigError
 __all__ = ["SUPPORTED", "Report", "diagnose", "render_text"]
 
 # Installed-version ranges the package is tested with (tests/test_compat.py
-# runs the oldest ones). Outside them an instrumentation may record nothing,
-# or record it differently, without failing.
+# runs the oldest ones, scripts/fastapi-matrix every claimed FastAPI). Outside
+# them an instrumentation may record nothing, or record it differently, without
+# failing.
 SUPPORTED: dict[str, tuple[str, str]] = {
     # instrumentation -> (distribution, specifier)
-    "fastapi": ("fastapi", ">=0.115,<1"),
+    "fastapi": ("fastapi", ">=0.115.14,<0.166"),
     "sqlalchemy": ("sqlalchemy", ">=2.0,<2.2"),
     "redis": ("redis", ">=5,<9"),
     "httpx": ("httpx", ">=0.27,<1"),

@@ -29,8 +29,13 @@ class FastAPIOptions:
 
     excluded_urls: Sequence[str] = ()
     """Regular expressions matched against the whole path, on top of the health, ready and metrics paths."""
-    shutdown_on_lifespan: bool = True
-    """Flush and shut telemetry down when the app's lifespan ends (uvicorn skips atexit on SIGTERM)."""
+    shutdown_on_lifespan: bool = False
+    """Shut telemetry down (not only flush it) when the app's lifespan ends.
+
+    Off by default: the end of a lifespan flushes, and the providers shut down
+    when the process exits (normal exit and SIGTERM), so a later lifespan or a
+    second app in the same process (module-scoped test clients) is still traced.
+    """
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,7 @@ class ConfigureOptions(TypedDict, total=False):
     log_format: Literal["json", "console"]
     log_level: Literal["debug", "info", "warning", "error"]
     request_log_level: Literal["debug", "info", "warning", "error", "off"]
+    request_log_error_level: Literal["debug", "info", "warning", "error"]
     call_log_level: Literal["debug", "info", "warning", "error", "off"]
     slow_request_ms: int
     request_log_buffer_ms: int

@@ -706,6 +706,13 @@ SETTINGS: Final[tuple[Setting[Any], ...]] = (
         "Level of the one-line-per-request log, or `off`.",
     ),
     Setting(
+        "request_log_error_level",
+        ("OTEL_SETUP_REQUEST_LOG_ERROR_LEVEL",),
+        _choice(LOG_LEVELS),
+        "error",
+        "Level of the request line of a 5xx response (never below `OTEL_SETUP_REQUEST_LOG_LEVEL`).",
+    ),
+    Setting(
         "slow_request_ms",
         ("OTEL_SETUP_SLOW_REQUEST_MS",),
         _positive_int,

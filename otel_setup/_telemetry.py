@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,7 +33,7 @@ class Telemetry:
         providers: Providers | None,
         *,
         excluded_patterns: tuple[Any, ...] = (),
-        shutdown_on_lifespan: bool = True,
+        shutdown_on_lifespan: bool = False,
         instrumentations: dict[str, str] | None = None,
         redactor: Redactor = DEFAULT_REDACTOR,
     ) -> None:
@@ -50,6 +51,11 @@ class Telemetry:
         self._shut_down = False
         self._metrics_server: Any | None = None
         self._cleanups: list[Callable[[], None]] = []
+        self._resets: list[Callable[[], None]] = []
+        self._flush_steps: list[Callable[[float], object]] = []
+        self._lifespan_flush: tuple[float, float] | None = None  # (started, ended), monotonic
+        self.state = ServerState()
+        """What the server middleware of every app reads: whether telemetry was shut down."""
         self._shutdown_steps: list[Callable[[], object]] = []
         self.request_log: Callable[[str, str | None, int, float, int, int], None] | None = None
         self.write_waiting_lines: Callable[[], None] | None = None
@@ -149,7 +155,8 @@ class Telemetry:
             excluded_paths=frozenset(excluded),
             excluded_patterns=self._excluded_patterns,
             on_startup=_route_server_loggers if self.instrumentations.get("logging") == "active" else None,
-            on_shutdown=self.shutdown if self._shutdown_on_lifespan else None,
+            on_shutdown=self.lifespan_ended,
+            state=self.state,
             request_log=self.request_log,
             on_error=self.error_reporter,
             server_timing=bool(self.settings.server_timing),
@@ -227,6 +234,22 @@ class Telemetry:
         """Run synchronously at shutdown (quick undo steps such as uninstrumenting)."""
         self._cleanups.append(cleanup)
 
+    def add_reset(self, step: Callable[[], None]) -> None:
+        """Run by ``reset()`` after shutdown (undoing process-wide changes such as the log handler)."""
+        self._resets.append(step)
+
+    def run_resets(self) -> None:
+        for step in self._resets:
+            try:
+                step()
+            except Exception:  # noqa: BLE001 - keep resetting the rest
+                _log.debug("otel_setup: reset step failed", exc_info=True)
+        self._resets.clear()
+
+    def add_flush_step(self, step: Callable[[float], object]) -> None:
+        """Run by ``force_flush`` (and so at the end of a lifespan) with its timeout in seconds."""
+        self._flush_steps.append(step)
+
     def add_shutdown_step(self, step: Callable[[], object]) -> None:
         """Run at shutdown under the same deadline as the providers (flushing clients)."""
         self._shutdown_steps.append(step)
@@ -239,19 +262,42 @@ class Telemetry:
             self.write_waiting_lines()
         if self._providers is None:
             return True
-        return run_within(self._providers.flush_steps(int(timeout * 1000)), timeout, "flush")
+        extra = [lambda step=step: step(timeout) for step in self._flush_steps]
+        return run_within([*self._providers.flush_steps(int(timeout * 1000)), *extra], timeout, "flush")
+
+    def lifespan_ended(self) -> None:
+        """An app's lifespan ended: export what is queued, within the shutdown deadline.
+
+        Telemetry keeps running (a later lifespan, another app, the rest of a
+        test session); the providers shut down at process exit, or here when
+        ``FastAPIOptions(shutdown_on_lifespan=True)`` asks for it.
+        """
+        if self._shutdown_on_lifespan:
+            self.shutdown()
+            return
+        if self._shut_down:
+            return
+        started = time.monotonic()
+        self.force_flush(float(self.settings.shutdown_timeout))
+        self._lifespan_flush = (started, time.monotonic())
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Flush and stop every provider, returning within ``timeout`` seconds.
 
-        Defaults to ``OTEL_SETUP_SHUTDOWN_TIMEOUT`` (5 s). Safe to call more
-        than once; later calls return True at once.
+        Defaults to ``OTEL_SETUP_SHUTDOWN_TIMEOUT`` (5 s). When the process
+        exits right after a lifespan ended (uvicorn on SIGTERM), that flush
+        and this shutdown share the one deadline. Safe to call more than once;
+        later calls return True at once.
         """
         with self._lock:
             if self._shut_down:
                 return True
             self._shut_down = True
+            self.state.shut_down = True
         deadline = float(self.settings.shutdown_timeout if timeout is None else timeout)
+        flushed = self._lifespan_flush
+        if timeout is None and flushed is not None and time.monotonic() - flushed[1] < 1.0:
+            deadline = max(0.5, deadline - (time.monotonic() - flushed[0]))
         for cleanup in self._cleanups:
             try:
                 cleanup()
@@ -266,6 +312,16 @@ class Telemetry:
     @property
     def is_shut_down(self) -> bool:
         return self._shut_down
+
+
+class ServerState:
+    """Shared by ``Telemetry`` and its server middlewares: one attribute read per request."""
+
+    __slots__ = ("shut_down", "warned")
+
+    def __init__(self) -> None:
+        self.shut_down = False
+        self.warned = False
 
 
 def _trust(values: tuple[str, ...]) -> Any:

@@ -415,6 +415,44 @@ def test_request_log_can_be_switched_off_but_slow_requests_still_warn(capsys: py
     assert [line["http.route"] for line in lines] == ["/slow"]
 
 
+def test_5xx_request_lines_are_errors_and_configurable(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from otel_setup._configure import reset
+
+    app = make_app()
+    otel_setup.configure(app)
+    call(app, ["/items/1", "/boom", "/unavailable", "/missing"])
+    lines = [line for line in log_lines(capsys.readouterr().out) if line.get("logger") == "otel_setup.request"]
+    levels = {line["http.route"]: line["level"] for line in lines}
+    assert levels == {"/items/{item_id}": "info", "/boom": "error", "/unavailable": "error", "/missing": "info"}
+    reset()
+    monkeypatch.setenv("OTEL_SETUP_REQUEST_LOG_ERROR_LEVEL", "warning")
+    app = make_app()
+    otel_setup.configure(app)
+    call(app, ["/boom"])
+    (line,) = [line for line in log_lines(capsys.readouterr().out) if line.get("logger") == "otel_setup.request"]
+    assert line["level"] == "warning"
+
+
+def test_server_records_lose_color_message_ansi_and_trailing_newlines(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    otel_setup.configure()
+    logging.getLogger("uvicorn.error").info(
+        "Started server process [%d]\n", 42, extra={"color_message": "Started server process [\x1b[36m%d\x1b[0m]"}
+    )
+    logging.getLogger("uvicorn.error").info("Uvicorn running on \x1b[1mhttp://127.0.0.1:8000\x1b[0m")
+    raw = capsys.readouterr().out
+    assert "\x1b" not in raw and "\\u001b" not in raw
+    lines = [line for line in log_lines(raw) if line.get("logger") == "uvicorn.error"]
+    assert [line["event"] for line in lines] == [
+        "Started server process [42]",
+        "Uvicorn running on http://127.0.0.1:8000",
+    ]
+    assert all("color_message" not in line for line in lines)
+
+
 def test_console_format(capsys: pytest.CaptureFixture[str]) -> None:
     app = make_app()
     otel_setup.configure(app, log_format="console")

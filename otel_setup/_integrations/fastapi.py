@@ -15,9 +15,11 @@ so that exactly one instrumentation runs.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import re
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -27,8 +29,10 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from otel_setup._compat import MOUNT_TEMPLATE, disable_native_telemetry, full_route_template
 from otel_setup._context import SpanActivation
 from otel_setup._fastmetrics import FastHistogram, InFlight, LocalMetrics
+from otel_setup._integrations.logging import EXCEPTION_SPAN
 from otel_setup._providers import DURATION_BUCKETS
 from otel_setup._redaction import redact_query
 from otel_setup._sampling import RootSpans
@@ -47,6 +51,7 @@ ErrorReporter = Callable[["BaseException | None", str, "str | None", int], None]
 
 _log = logging.getLogger("otel_setup")
 _MARK: Final = "_otel_setup_instrumented"
+_MOUNTED: Final = "_otel_setup_mounted"
 _SCOPE_NAME: Final = "otel_setup.fastapi"
 KNOWN_METHODS: Final = frozenset(
     {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY"}
@@ -63,28 +68,79 @@ SERVER_DURATION_ATTRIBUTES: Final = (
 _PROTOCOL_VERSIONS: Final = {"1.0": "1.0", "1.1": "1.1", "2": "2", "2.0": "2", "3": "3", "3.0": "3"}
 
 
-def _route_template(scope: Scope) -> str | None:
+def _route_template(scope: Scope, app_root: str, root_app: Any, cache: dict[int, tuple[Any, Any, Any]]) -> str | None:
+    """The request's full route template, or None when no route matched.
+
+    ``app_root`` is the ``root_path`` the request arrived with: the HTTP
+    semantic conventions put the application root in ``http.route``, and a
+    ``root_path`` longer than it at the end is the path of the mounts the
+    request went through.
+    """
     route = scope.get("route")
-    if route is None:
-        return _match_route(scope)
-    template = getattr(route, "path_format", None) or getattr(route, "path", None)
-    if not isinstance(template, str):
-        return None
+    template = full_route_template(scope, route, cache) if route is not None else _match_route(scope, cache)
     root = scope.get("root_path", "")
-    app_root = scope.get("app_root_path", "")
-    # A mounted sub-application's routes are relative to the mount point.
-    if root and root != app_root and not template.startswith(root):
-        template = root[len(app_root) :] + template if root.startswith(app_root) else template
+    if root == app_root:
+        if template is None or not app_root:
+            return template
+    else:
+        if template is None:
+            template = MOUNT_TEMPLATE  # a mounted app that answered without a route of its own
+        if root.startswith(app_root):
+            template = _mount_prefix(root_app, root[len(app_root) :]) + template
+        if not app_root:
+            return template
+    return app_root.rstrip("/") + template
+
+
+_MOUNT_TEMPLATES: Final = "_otel_setup_mount_templates"
+_MOUNT_PREFIX_CACHE_SIZE: Final = 1024
+
+
+def _mount_prefix(app: Any, prefix: str) -> str:
+    """The template of the mounts that consumed ``prefix`` (``/users/{user_id}`` for ``/users/7``).
+
+    Found by matching the mounts of ``app``'s route table once per distinct
+    prefix; a prefix no mount explains is returned as it is.
+    """
+    cache: dict[str, str] | None = getattr(app, _MOUNT_TEMPLATES, None)
+    if cache is None:
+        cache = {}
+        with contextlib.suppress(AttributeError, TypeError):
+            setattr(app, _MOUNT_TEMPLATES, cache)
+    cached = cache.get(prefix)
+    if cached is not None:
+        return cached
+    from starlette.routing import Mount
+
+    template = ""
+    remaining = prefix
+    routes: Iterable[Any] = getattr(getattr(app, "router", None), "routes", ())
+    while remaining:
+        for route in routes:
+            if not isinstance(route, Mount) or not route.path:
+                continue
+            match = route.path_regex.match(remaining + "/")
+            if match is None:
+                continue
+            rest = match.group("path") if "path" in match.groupdict() else ""
+            template += route.path_format.removesuffix(MOUNT_TEMPLATE)
+            remaining = ("/" + rest.rstrip("/")) if rest else ""
+            routes = getattr(route, "routes", ())
+            break
+        else:
+            return prefix
+    if len(cache) < _MOUNT_PREFIX_CACHE_SIZE:  # a mount with a parameter: one entry per value
+        cache[prefix] = template
     return template
 
 
-def _match_route(scope: Scope) -> str | None:
+def _match_route(scope: Scope, cache: dict[int, tuple[Any, Any, Any]]) -> str | None:
     """Starlette releases that do not record the matched route: match once, after the fact."""
     app = scope.get("app")
     routes: Iterable[Any] = getattr(getattr(app, "router", None), "routes", ())
     if "endpoint" not in scope:
         return None
-    from starlette.routing import Match
+    from starlette.routing import Match, Mount
 
     partial: str | None = None
     for route in routes:
@@ -93,9 +149,11 @@ def _match_route(scope: Scope) -> str | None:
         except Exception:  # noqa: BLE001 - a route's matcher must not break the request's telemetry
             continue
         if match is Match.FULL:
-            return getattr(route, "path_format", None) or getattr(route, "path", None)
+            if isinstance(route, Mount):
+                return MOUNT_TEMPLATE
+            return full_route_template(scope, route, cache)
         if match is Match.PARTIAL and partial is None:
-            partial = getattr(route, "path_format", None) or getattr(route, "path", None)
+            partial = full_route_template(scope, route, cache)
     return partial
 
 
@@ -169,6 +227,8 @@ class ServerHooks:
     probes: Mapping[str, ASGIApp] = field(default_factory=dict)
     roots: RootSpans | None = None
     capture_headers: Callable[[Scope], Mapping[str, Any]] | None = None
+    state: Any = None
+    """Has ``shut_down`` (and ``warned``): requests after telemetry shut down get one warning."""
 
 
 class ServerTelemetryMiddleware:
@@ -182,8 +242,11 @@ class ServerTelemetryMiddleware:
         duration: FastHistogram,
         active: InFlight,
         hooks: ServerHooks,
+        root_app: Any = None,
     ) -> None:
         self.app = app
+        self._root_app = root_app  # the instrumented application, whose mounts name mounted paths
+        self._templates: dict[int, tuple[Any, Any, Any]] = {}  # route templates that do not depend on the request
         self._tracer = tracer
         self._duration = duration
         self._active = active
@@ -201,6 +264,7 @@ class ServerTelemetryMiddleware:
         self._probes = dict(hooks.probes)
         self._roots = hooks.roots
         self._capture_headers = hooks.capture_headers  # allow-listed, sanitised request headers (off: None)
+        self._state = hooks.state if hooks.state is not None else _NeverShutDown()
         self._timing_headers = hooks.server_timing or hooks.response_time_header
         self._activation = SpanActivation()
         self._expose_names = b", ".join(
@@ -220,6 +284,9 @@ class ServerTelemetryMiddleware:
             if kind == "lifespan" and (self._on_shutdown is not None or self._on_startup is not None):
                 await self.app(scope, receive, self._lifespan_send(send))
                 return
+            if kind == "websocket" and not self._state.shut_down:
+                await self._websocket(scope, receive, send)
+                return
             await self.app(scope, receive, send)
             return
         path = scope["path"]
@@ -234,7 +301,10 @@ class ServerTelemetryMiddleware:
             await self.app(scope, receive, send)
             return
 
+        if self._state.shut_down:
+            self._after_shutdown()
         start = perf_counter()
+        app_root: str = scope.get("root_path", "")
         raw_method: str = scope["method"]
         method = raw_method if raw_method in KNOWN_METHODS else "_OTHER"
         scheme: str = scope.get("scheme", "http")
@@ -291,12 +361,27 @@ class ServerTelemetryMiddleware:
         # CORS middleware answers, so there is no expose list to extend.
         cross_origin = origin is not None
 
+        # When the response ended for the duration histogram: its last byte, so
+        # background tasks run after it do not count; for a server-sent event
+        # stream (open for minutes) its first event, so streams cannot swamp
+        # the latency percentiles. The span covers all of it.
+        ended = 0.0
+        response_headers: Any = None
+
         async def send_wrapper(message: Message) -> None:
-            nonlocal status_code
+            nonlocal status_code, ended, response_headers
             if message["type"] == "http.response.start":
                 status_code = message["status"]
+                response_headers = message.get("headers")
                 if timing_headers:
                     self._add_timing_headers(message, perf_counter() - start, cross_origin)
+            elif not message.get("more_body", False):
+                if not ended:
+                    ended = perf_counter()
+            elif response_headers is not None:  # the first chunk of a streamed body
+                if _is_event_stream(response_headers):
+                    ended = perf_counter()
+                response_headers = None
             await send(message)
 
         error: BaseException | None = None
@@ -306,7 +391,7 @@ class ServerTelemetryMiddleware:
             error = exc
             raise
         finally:
-            self._finish(scope, span, recording, method, scheme, status_code, error, start, in_flight)
+            self._finish(scope, span, recording, method, scheme, status_code, error, start, in_flight, app_root, ended)
             self._activation.detach(token)
 
     def _finish(  # noqa: PLR0912 - every branch is one attribute of the finished request
@@ -320,21 +405,23 @@ class ServerTelemetryMiddleware:
         error: BaseException | None,
         start: float,
         in_flight: list[None],
+        app_root: str,
+        ended: float = 0.0,
     ) -> None:
         try:
-            elapsed = perf_counter() - start
+            elapsed = (ended or perf_counter()) - start
             in_flight.pop()
             if error is not None and status_code == 0:
                 status_code = 500
-            route = _route_template(scope)
-            # Semantic conventions: the status code when one was sent (Starlette's
-            # error middleware sends the 500 before re-raising), the exception's
-            # type only when the request failed before any response.
+            route = _route_template(scope, app_root, self._root_app, self._templates)
+            # Semantic conventions: the exception's class when one left the app
+            # (Starlette's error middleware sends the 500 before re-raising it),
+            # else the status code of a server error.
             error_type: str | None = None
-            if status_code >= 500:
-                error_type = str(status_code)
-            elif error is not None:
+            if error is not None:
                 error_type = type(error).__qualname__
+            elif status_code >= 500:
+                error_type = str(status_code)
             if error is not None and status_code == 0:
                 status_code = 500
             protocol = _PROTOCOL_VERSIONS.get(scope.get("http_version", "1.1"), "1.1")
@@ -364,11 +451,60 @@ class ServerTelemetryMiddleware:
                 if error_type is not None:
                     span.set_attribute("error.type", error_type)
                     span.set_status(Status(StatusCode.ERROR))
+            if error is not None and context.is_valid:
+                # uvicorn logs the exception after this span ended: its line joins the request's trace.
+                with contextlib.suppress(AttributeError, TypeError):
+                    setattr(error, EXCEPTION_SPAN, context)
         except Exception:  # noqa: BLE001 - a telemetry failure must never fail the request
             _log.debug("otel_setup: could not finish server telemetry", exc_info=True)
         finally:
             if recording:  # a span that did not record at its start has nothing to end
                 span.end()
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """One SERVER span per connection, named by its route; WebSockets stay out of the HTTP histogram."""
+        app_root: str = scope.get("root_path", "")
+        span = self._tracer.start_span(
+            "WebSocket",
+            kind=SpanKind.SERVER,
+            attributes={
+                "url.scheme": scope.get("scheme", "ws"),
+                "url.path": scope.get("path", ""),
+                "network.protocol.name": "websocket",
+            },
+        )
+        token = self._activation.attach(span, None)
+        error: BaseException | None = None
+        try:
+            await self.app(scope, receive, send)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            try:
+                if span.is_recording():
+                    route = _route_template(scope, app_root, self._root_app, self._templates)
+                    if route is not None:
+                        span.update_name(route)  # as contrib names WebSocket spans: the route alone
+                        span.set_attribute("http.route", route)
+                    if error is not None:
+                        record_error(span, error)
+                        span.set_attribute("error.type", type(error).__qualname__)
+                        span.set_status(Status(StatusCode.ERROR))
+            except Exception:  # noqa: BLE001 - a telemetry failure must never fail the connection
+                _log.debug("otel_setup: could not finish WebSocket telemetry", exc_info=True)
+            finally:
+                span.end()
+                self._activation.detach(token)
+
+    def _after_shutdown(self) -> None:
+        state = self._state
+        if not state.warned:
+            state.warned = True
+            _log.warning(
+                "otel_setup: a request arrived after telemetry was shut down (shutdown() or "
+                "FastAPIOptions(shutdown_on_lifespan=True)); its spans, metrics and OTLP logs are not exported"
+            )
 
     def _add_timing_headers(self, message: Message, elapsed: float, cross_origin: bool) -> None:
         """``Server-Timing``/``X-Response-Time``: time to the first byte, as the browser sees it."""
@@ -402,8 +538,8 @@ class ServerTelemetryMiddleware:
                     on_startup()
                 except Exception:  # noqa: BLE001 - telemetry must not fail the app's startup
                     _log.warning("otel_setup: startup hook failed", exc_info=True)
-            # uvicorn re-raises SIGTERM after its graceful shutdown, so atexit
-            # hooks never run: the lifespan's end is the last safe moment.
+            # The end of a lifespan flushes (uvicorn on SIGTERM: the last moment
+            # the event loop waits for); the providers shut down at process exit.
             if on_shutdown is not None and message.get("type") in (
                 "lifespan.shutdown.complete",
                 "lifespan.shutdown.failed",
@@ -415,6 +551,19 @@ class ServerTelemetryMiddleware:
             await send(message)
 
         return lifespan_send
+
+
+def _is_event_stream(headers: Any) -> bool:
+    """Whether a response streaming its body is server-sent events (checked once, at its first chunk)."""
+    for name, value in headers or ():
+        if name.lower() == b"content-type":
+            return bool(value.startswith(b"text/event-stream"))
+    return False
+
+
+class _NeverShutDown:
+    shut_down = False
+    warned = False
 
 
 def _request_attributes(
@@ -446,36 +595,17 @@ def _request_attributes(
     return attributes
 
 
-def disable_native_telemetry(app: Any) -> bool:
-    """Switch FastAPI's built-in telemetry (0.142+) off for this app.
-
-    It is configured only through the constructor, and keeps that dict on the
-    app and reads it on every request, so flipping its switches there is the
-    one way to turn it off for an app someone else constructed. Returns whether
-    the app had it.
-    """
-    config = getattr(app, "_telemetry", None)
-    if not isinstance(config, dict) or "tracing" not in config:
-        return False
-    config.update(tracing=False, metrics=False, logs=False, operation_spans=False)
-    return True
-
-
 def is_instrumented(app: Any) -> bool:
     return bool(getattr(app, _MARK, False))
 
 
-def instrument_app(
-    app: Any,
-    *,
-    tracer_provider: TracerProvider,
-    local_metrics: LocalMetrics,
-    hooks: ServerHooks,
-) -> bool:
-    """Wrap ``app``'s middleware stack once; a second call is a no-op returning False."""
-    if is_instrumented(app):
-        return False
-    tracer = tracer_provider.get_tracer(_SCOPE_NAME, __version__)
+_server_instruments: weakref.WeakKeyDictionary[LocalMetrics, tuple[FastHistogram, InFlight]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _new_server_instruments(local_metrics: LocalMetrics) -> tuple[FastHistogram, InFlight]:
+    """One duration histogram and in-flight count per process, shared by every app (no duplicate series)."""
     duration = FastHistogram(
         "http.server.request.duration",
         "s",
@@ -491,12 +621,37 @@ def instrument_app(
     )
     local_metrics.register(_SCOPE_NAME, __version__, duration)
     local_metrics.register(_SCOPE_NAME, __version__, active)
+    return duration, active
+
+
+def instrument_app(
+    app: Any,
+    *,
+    tracer_provider: TracerProvider,
+    local_metrics: LocalMetrics,
+    hooks: ServerHooks,
+) -> bool:
+    """Wrap ``app``'s middleware stack once; a second call is a no-op returning False."""
+    if is_instrumented(app):
+        return False
+    tracer = tracer_provider.get_tracer(_SCOPE_NAME, __version__)
+    shared = _server_instruments.get(local_metrics)
+    if shared is None:
+        shared = _server_instruments[local_metrics] = _new_server_instruments(local_metrics)
+    duration, active = shared
     original_build = app.build_middleware_stack
 
     def build_middleware_stack() -> ASGIApp:
+        if getattr(app, _MOUNTED, False):
+            stack: ASGIApp = original_build()  # mounted in an instrumented app: its requests are already traced
+            return stack
+        # Built at the first request or lifespan, when the app's mounts are in place.
+        _adopt_mounted_apps(app)
         # Outermost, outside ServerErrorMiddleware: unhandled exceptions are
         # seen (and recorded) while the request span is still current.
-        return ServerTelemetryMiddleware(original_build(), tracer=tracer, duration=duration, active=active, hooks=hooks)
+        return ServerTelemetryMiddleware(
+            original_build(), tracer=tracer, duration=duration, active=active, hooks=hooks, root_app=app
+        )
 
     app.build_middleware_stack = build_middleware_stack
     # Rebuilt on the next call, also when configure() runs inside the lifespan.
@@ -504,6 +659,32 @@ def instrument_app(
     setattr(app, _MARK, True)
     disable_native_telemetry(app)
     return True
+
+
+def _adopt_mounted_apps(app: Any, depth: int = 0) -> None:
+    """Mounted sub-applications: no native telemetry, and no second server span of ours.
+
+    Their requests are the parent's, already traced with the mount path in the
+    route; FastAPI's native telemetry (0.142+) would start a second trace for
+    each, and under zero code the sub-app was instrumented at construction.
+    """
+    from starlette.routing import Mount
+
+    if depth > 8:
+        return
+    for route in getattr(getattr(app, "router", None), "routes", ()):
+        if not isinstance(route, Mount):
+            continue
+        sub: Any = route.app
+        if sub is app or not hasattr(sub, "build_middleware_stack"):
+            continue
+        disable_native_telemetry(sub)
+        if not getattr(sub, _MOUNTED, False):
+            with contextlib.suppress(AttributeError, TypeError):
+                setattr(sub, _MOUNTED, True)
+                if is_instrumented(sub):
+                    sub.middleware_stack = None  # rebuilt without our middleware
+        _adopt_mounted_apps(sub, depth + 1)
 
 
 _original_init: Any = None

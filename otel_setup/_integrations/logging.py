@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -50,12 +51,44 @@ _SERVER_LOGGERS: Final = ("uvicorn", "uvicorn.error", "gunicorn.error")
 _ACCESS_LOGGERS: Final = ("uvicorn.access", "gunicorn.access")
 
 
+EXCEPTION_SPAN: Final = "_otel_setup_span_context"
+"""Set on an exception that left a request: the request's span context, for lines logged after the span ended."""
+
+
+def failed_request_context(exc_info: Any) -> Any:
+    """The span context of the request an exception escaped from (uvicorn logs it after the span ended)."""
+    if isinstance(exc_info, tuple) and len(exc_info) == 3:
+        exc_info = exc_info[1]
+    return getattr(exc_info, EXCEPTION_SPAN, None) if isinstance(exc_info, BaseException) else None
+
+
 def add_trace_context(logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
-    """``trace_id`` and ``span_id`` (W3C hex) of the current span, when there is one."""
+    """``trace_id`` and ``span_id`` (W3C hex) of the current span, or of the failed request a record is about."""
     context = trace.get_current_span().get_span_context()
-    if context.is_valid:
-        event_dict.setdefault("trace_id", format(context.trace_id, "032x"))
-        event_dict.setdefault("span_id", format(context.span_id, "016x"))
+    if not context.is_valid:
+        record = event_dict.get("_record")
+        exc_info = event_dict.get("exc_info") or (record.exc_info if record is not None else None)
+        if not exc_info:
+            return event_dict
+        context = failed_request_context(exc_info)
+        if context is None:
+            return event_dict
+    event_dict.setdefault("trace_id", format(context.trace_id, "032x"))
+    event_dict.setdefault("span_id", format(context.span_id, "016x"))
+    return event_dict
+
+
+_ANSI: Final = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _plain_server_fields(logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
+    """Server records (uvicorn's): no ``color_message`` (ANSI escapes), no trailing newline in the event."""
+    event_dict.pop("color_message", None)
+    event = event_dict.get("event")
+    if isinstance(event, str) and (event.endswith(("\n", " ")) or "\x1b" in event):
+        if event_dict.get("message") == event:  # the rendered copy another handler left on the record
+            del event_dict["message"]
+        event_dict["event"] = _ANSI.sub("", event).rstrip()
     return event_dict
 
 
@@ -101,6 +134,7 @@ def _processors(static: Mapping[str, Any]) -> list[Any]:
         _level_name,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.ExtraAdder(),
+        _plain_server_fields,
         _level_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
         _static_fields(static),
@@ -365,18 +399,24 @@ class RequestLog:
     line carries no identifier from the URL and no query string.
     """
 
-    def __init__(self, level: str, slow_ms: int, fast: FastJsonLine | None = None) -> None:
+    def __init__(
+        self, level: str, slow_ms: int, fast: FastJsonLine | None = None, *, error_level: str = "error"
+    ) -> None:
         self._logger = logging.getLogger("otel_setup.request")
         self._level = _LEVELS.get(level, logging.INFO)
         self._enabled = level != "off"
         self._slow_seconds = slow_ms / 1000.0
         self._fast = fast
+        # 5xx lines: at least the request level, so they are never quieter than a success.
+        self._error_level = max(_LEVELS.get(error_level, logging.ERROR), self._level)
 
     def __call__(
         self, method: str, route: str | None, status: int, elapsed: float, trace_id: int = 0, span_id: int = 0
     ) -> None:
         slow = elapsed >= self._slow_seconds
         level = logging.WARNING if slow and self._level < logging.WARNING else self._level
+        if status >= 500:
+            level = max(level, self._error_level)
         if not (self._enabled or slow) or not self._logger.isEnabledFor(level):
             return
         event = "slow request" if slow else "request"
@@ -422,8 +462,12 @@ def configure_logging(
     processors: tuple[Any, ...] = (),
     redactor: Redactor = DEFAULT_REDACTOR,
     request_log_buffer_ms: int = 0,
-) -> tuple[Callable[[], None], FastJsonLine | None]:
-    """Install the renderer on the root logger; returns the undo and the request line's fast path."""
+) -> tuple[Callable[[], None], FastJsonLine | None, Callable[[], None]]:
+    """Install the renderer on the root logger.
+
+    Returns the full undo (for test suites), the request line's fast path, and
+    what shutdown does: detach the OTLP handler, keep stdout.
+    """
     shared = [*_processors(static_fields), *processors]
     renderer: Any = (
         structlog.processors.JSONRenderer()
@@ -486,6 +530,14 @@ def configure_logging(
         root.setLevel(previous_level)
         structlog.reset_defaults()
 
+    def detach_export() -> None:
+        # Only the OTLP handler goes with its provider: stdout keeps every line
+        # to the end of the process (uvicorn's last lines come after the lifespan).
+        for item in added[1:]:
+            root.removeHandler(item)
+        if fast is not None:
+            fast.write_waiting()
+
     fast = (
         FastJsonLine(handler, static_fields, redactor, request_log_buffer_ms)
         if log_format == "json" and not processors
@@ -498,8 +550,8 @@ def configure_logging(
             added_fast.close()
             undo()
 
-        return undo_all, fast
-    return undo, fast
+        return undo_all, fast, detach_export
+    return undo, fast, detach_export
 
 
 class ExportLogLimiter(logging.Filter):
@@ -561,6 +613,17 @@ class RedactedRecords(logging.Handler):
             message = record.msg
             if isinstance(message, Mapping):
                 record = self._structured(record, message)
+            context = failed_request_context(record.exc_info) if record.exc_info else None
+            if context is not None and not trace.get_current_span().get_span_context().is_valid:
+                # Logged after the failed request's span ended: the record joins that trace.
+                from opentelemetry import context as otel_context
+
+                token = otel_context.attach(trace.set_span_in_context(trace.NonRecordingSpan(context)))
+                try:
+                    self.inner.handle(record)
+                finally:
+                    otel_context.detach(token)
+                return
             self.inner.handle(record)
         except Exception:  # noqa: BLE001 - a log call must never fail because of telemetry
             self.handleError(record)

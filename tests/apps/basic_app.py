@@ -27,3 +27,8 @@ if os.environ.get("CALL_CONFIGURE") == "1":
     import otel_setup
 
     telemetry = otel_setup.configure(app)
+
+
+@app.get("/crash")
+async def crash() -> None:
+    raise RuntimeError("basic-app crash")

@@ -1,0 +1,140 @@
+"""The one place that reads other libraries' private state, each read with a public fallback.
+
+FastAPI's native telemetry (0.142+) is configured only through the
+constructor and kept on the app as a private dict read on every request:
+``disable_native_telemetry`` flips its switches there (there is no public
+switch for an app someone else constructed; without the dict there is nothing
+to switch off).
+
+FastAPI 0.138 nests included routers: the ``APIRoute`` a request matched
+(``scope["route"]``) keeps the path its router was declared with, and the
+template with every ``include_router`` prefix lives on the route context
+FastAPI chose, which it keeps in its private ``scope["fastapi"]`` state. That
+read is one dictionary lookup; the public fallback, FastAPI's
+``iter_route_contexts`` (the same full templates, found by matching the request
+again), costs a walk over the route table and is cached per route where the
+answer cannot depend on the request. Before 0.138 the route's own path already
+is the full template. Each path is tested on every FastAPI release the package
+claims (``scripts/fastapi-matrix``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, MutableMapping
+from typing import Any, Final
+
+from starlette.routing import Mount
+
+__all__ = ["MOUNT_TEMPLATE", "disable_native_telemetry", "full_route_template", "route_template_from_contexts"]
+
+MOUNT_TEMPLATE: Final = "/{path}"
+"""What a mount contributes below its own prefix: the rest of the path, as its converter names it."""
+
+_FASTAPI_STATE: Final = "fastapi"
+_EFFECTIVE_CONTEXT: Final = "effective_route_context"
+_CACHE_SIZE: Final = 4096
+_NOT_CACHED: Final = object()
+
+_iter_route_contexts: Callable[[Any], Iterable[Any]] | None
+try:
+    from fastapi.routing import iter_route_contexts as _iter_route_contexts
+except ImportError:  # FastAPI < 0.138: included routes are copied with their full path
+    _iter_route_contexts = None
+
+
+def full_route_template(
+    scope: MutableMapping[str, Any], route: Any, cache: dict[int, tuple[Any, Any, Any]]
+) -> str | None:
+    """The template of ``route`` with the prefixes of every router it was included through.
+
+    Relative to the application that routed the request (mount paths and the
+    application root are the caller's to add). ``cache`` belongs to the caller
+    (one per instrumented app) and keeps the answers that do not depend on the
+    request.
+    """
+    state = scope.get(_FASTAPI_STATE)
+    if state is not None and state.__class__ is dict:
+        context = state.get(_EFFECTIVE_CONTEXT)
+        if context is not None and getattr(context, "original_route", None) is route:
+            template = getattr(getattr(context, "starlette_route", None), "path_format", None) or getattr(
+                context, "path_format", None
+            )
+            if isinstance(template, str):
+                return template
+    return route_template_from_contexts(scope, route, cache)
+
+
+def route_template_from_contexts(
+    scope: MutableMapping[str, Any], route: Any, cache: dict[int, tuple[Any, Any, Any]]
+) -> str | None:
+    """Public-API answer: the route's own template, or its included contexts' matched against the request."""
+    app = scope.get("app")
+    cached = cache.get(id(route))
+    if cached is not None and cached[0] is route and cached[1] is app:
+        value = cached[2]
+    else:
+        value = _template_of(app, route)
+        if len(cache) < _CACHE_SIZE:
+            cache[id(route)] = (route, app, value)
+    if value is _NOT_CACHED:
+        return _match_contexts(scope, route)
+    return value  # type: ignore[no-any-return] # a str or None, from _template_of
+
+
+def _template_of(app: Any, route: Any) -> Any:
+    """The route's template when it does not depend on the request, else ``_NOT_CACHED``."""
+    if isinstance(route, Mount):  # a mounted app that did not route further (static files, a 404 inside)
+        return MOUNT_TEMPLATE
+    own = getattr(route, "path_format", None) or getattr(route, "path", None)
+    template = own if isinstance(own, str) else None
+    if _iter_route_contexts is None or app is None or template is None:
+        return template
+    contexts = _contexts_of(app, route)
+    if len(contexts) == 1:
+        return _context_template(contexts[0]) or template
+    if contexts:
+        return _NOT_CACHED  # one router included under several prefixes: the request decides
+    return template
+
+
+def _contexts_of(app: Any, route: Any) -> list[Any]:
+    routes = getattr(getattr(app, "router", None), "routes", None)
+    if not routes or _iter_route_contexts is None:
+        return []
+    return [context for context in _iter_route_contexts(routes) if context.original_route is route]
+
+
+def _context_template(context: Any) -> str | None:
+    template = getattr(context, "path_format", None) or getattr(context, "path", None)
+    return template if isinstance(template, str) else None
+
+
+def _match_contexts(scope: MutableMapping[str, Any], route: Any) -> str | None:
+    from starlette.routing import Match
+
+    partial: str | None = None
+    for context in _contexts_of(scope.get("app"), route):
+        try:
+            match, _ = context.matches(scope)
+        except Exception:  # noqa: BLE001 - a route's matcher must not break the request's telemetry
+            continue
+        if match is Match.FULL:
+            return _context_template(context)
+        if match is Match.PARTIAL and partial is None:
+            partial = _context_template(context)
+    return partial
+
+
+def disable_native_telemetry(app: Any) -> bool:
+    """Switch FastAPI's built-in telemetry (0.142+) off for this app.
+
+    It is configured only through the constructor, and keeps that dict on the
+    app and reads it on every request, so flipping its switches there is the
+    one way to turn it off for an app someone else constructed. Returns whether
+    the app had it.
+    """
+    config = getattr(app, "_telemetry", None)
+    if not isinstance(config, dict) or "tracing" not in config:
+        return False
+    config.update(tracing=False, metrics=False, logs=False, operation_spans=False)
+    return True
