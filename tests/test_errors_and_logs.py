@@ -438,6 +438,21 @@ def test_5xx_request_lines_are_errors_and_configurable(
 def test_server_records_lose_color_message_ansi_and_trailing_newlines(capsys: pytest.CaptureFixture[str]) -> None:
     import logging
 
+    server_logger = logging.getLogger("uvicorn.error")
+    level, disabled = server_logger.level, server_logger.disabled
+    # uvicorn's --log-level as a server in another test left it: info, as uvicorn's default.
+    server_logger.setLevel(logging.INFO)
+    server_logger.disabled = False
+    try:
+        _server_records(capsys)
+    finally:
+        server_logger.setLevel(level)
+        server_logger.disabled = disabled
+
+
+def _server_records(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
     otel_setup.configure()
     logging.getLogger("uvicorn.error").info(
         "Started server process [%d]\n", 42, extra={"color_message": "Started server process [\x1b[36m%d\x1b[0m]"}
