@@ -3,7 +3,7 @@
 Values are replaced by ``REDACTED`` and keys are kept (the semantic-conventions
 style), so a reader still sees *that* a credential was sent and where. The
 collector configs carry the same value patterns as a backstop; a test keeps
-the two in step, and another keeps the README's lists equal to these.
+the two in step, and another keeps docs/redaction.md's lists equal to these.
 
 The defaults are module constants; :class:`Redactor` is the runtime table:
 the defaults plus the user's extra patterns, query parameters, key names and
@@ -45,7 +45,7 @@ REDACTED: Final = "REDACTED"
 # rules of gitleaks (https://github.com/gitleaks/gitleaks, config/gitleaks.toml,
 # MIT licence, Copyright (c) 2019 Zachary Rice; see NOTICE), taken as data: the rule's
 # secret part, without gitleaks' trailing-context group (a redactor replaces
-# the token, it does not report a line). Rule ids are in the README table.
+# the token, it does not report a line). Rule ids are in docs/redaction.md's table.
 DEFAULT_VALUE_PATTERNS: Final[tuple[tuple[str, str], ...]] = (
     (
         "gw2_key",

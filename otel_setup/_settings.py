@@ -783,7 +783,7 @@ SETTINGS: Final[tuple[Setting[Any], ...]] = (
     Setting(
         "log_format", ("OTEL_SETUP_LOG_FORMAT",), _choice(LOG_FORMATS), "json", "Log rendering: `json` or `console`."
     ),
-    # --- redaction, header capture, propagation and /metrics access (see README "Redaction")
+    # --- redaction, header capture, propagation and /metrics access (see docs/redaction.md)
     Setting(
         "redact_patterns",
         ("OTEL_SETUP_REDACT_PATTERNS",),
@@ -942,7 +942,7 @@ def config_error_policy(environ: Mapping[str, str] | None = None) -> str:
 
 
 def markdown_table() -> str:
-    """The README's configuration table, generated so it cannot drift from SETTINGS."""
+    """docs/configuration.md's settings table, generated so it cannot drift from SETTINGS."""
 
     def shown(value: Any) -> str:
         if value is None or (isinstance(value, (frozenset, tuple, dict)) and not value):

@@ -72,7 +72,7 @@ def serve_with_lifespan(app: Any) -> Iterator[str]:
         sock.close()
 
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+README = (Path(__file__).resolve().parents[1] / "docs" / "redaction.md").read_text()
 
 
 # --- the documented table is the code's table --------------------------------------------------
