@@ -33,6 +33,7 @@ from otel_setup._compat import MOUNT_TEMPLATE, full_route_template
 from otel_setup._context import SpanActivation
 from otel_setup._fastmetrics import FastHistogram, InFlight, LocalMetrics
 from otel_setup._integrations.logging import EXCEPTION_SPAN
+from otel_setup._keep import KEPT, BufferingRoot, Keeper, release
 from otel_setup._providers import DURATION_BUCKETS
 from otel_setup._redaction import redact_query
 from otel_setup._sampling import RootSpans
@@ -223,6 +224,8 @@ class ServerHooks:
     trust: TraceparentTrust | None = None
     probes: Mapping[str, ASGIApp] = field(default_factory=dict)
     roots: RootSpans | None = None
+    keeper: Keeper | None = None
+    """Exports the buffered trace of an unsampled request that failed or was slow (None: keeping off)."""
     capture_headers: Callable[[Scope], Mapping[str, Any]] | None = None
     state: Any = None
     """Has ``shut_down`` (and ``warned``): requests after telemetry shut down get one warning."""
@@ -259,6 +262,7 @@ class ServerTelemetryMiddleware:
         self._trust = hooks.trust or TraceparentTrust()
         self._probes = dict(hooks.probes)
         self._roots = hooks.roots
+        self._keeper = hooks.keeper
         self._capture_headers = hooks.capture_headers  # allow-listed, sanitised request headers (off: None)
         self._state = hooks.state if hooks.state is not None else _NeverShutDown()
         self._timing_headers = hooks.server_timing or hooks.response_time_header
@@ -340,6 +344,11 @@ class ServerTelemetryMiddleware:
             span = roots.start(self._tracer, name, links)
         else:
             span = self._tracer.start_span(name, context=parent_context, kind=SpanKind.SERVER, links=links)
+            if self._keeper is not None and not span.is_recording() and parent_context is not None:
+                # A trusted caller's unsampled trace: buffered like our own unsampled roots.
+                span = BufferingRoot(span.get_span_context())
+                span.parent = parent_context
+                span.links = links
         recording = span.is_recording()
         if recording:
             span.set_attributes(_request_attributes(scope, method, raw_method, scheme, headers.get(b"user-agent")))
@@ -387,9 +396,7 @@ class ServerTelemetryMiddleware:
             error = exc
             raise
         finally:
-            self._finish(
-                scope, span, recording, method, scheme, status_code, error, start, in_flight, app_root, ended
-            )
+            self._finish(scope, span, recording, method, scheme, status_code, error, start, in_flight, app_root, ended)
             self._activation.detach(token)
 
     def _finish(  # noqa: PLR0912 - every branch is one attribute of the finished request
@@ -424,11 +431,16 @@ class ServerTelemetryMiddleware:
                 status_code = 500
             protocol = _PROTOCOL_VERSIONS.get(scope.get("http_version", "1.1"), "1.1")
             context = span.get_span_context()
+            exported = recording
+            if not recording and span.__class__ is BufferingRoot:
+                exported = self._keep_or_drop(
+                    span, scope, method, scheme, status_code, error, error_type, route, elapsed, start
+                )
             self._duration.record(
                 elapsed,
                 (method, scheme, protocol, status_code or None, route, error_type),
-                context.trace_id if recording else 0,
-                context.span_id if recording else 0,
+                context.trace_id if exported else 0,
+                context.span_id if exported else 0,
             )
             if self._request_log is not None:
                 self._request_log(method, route, status_code, elapsed, context.trace_id, context.span_id)
@@ -439,6 +451,8 @@ class ServerTelemetryMiddleware:
             ):
                 self._on_error(error, method, route, status_code)
             if recording:
+                if self._keeper is not None:
+                    span.set_attribute(KEPT, "head")
                 if route is not None:
                     span.update_name(f"{method if method != '_OTHER' else 'HTTP'} {route}")
                     span.set_attribute("http.route", route)
@@ -458,6 +472,48 @@ class ServerTelemetryMiddleware:
         finally:
             if recording:  # a span that did not record at its start has nothing to end
                 span.end()
+
+    def _keep_or_drop(
+        self,
+        span: BufferingRoot,
+        scope: Scope,
+        method: str,
+        scheme: str,
+        status_code: int,
+        error: BaseException | None,
+        error_type: str | None,
+        route: str | None,
+        elapsed: float,
+        start: float,
+    ) -> bool:
+        """An unsampled request's end: export its buffered trace when it failed or was slow; else drop it."""
+        keeper = self._keeper
+        reason = keeper.reason(error_type is not None, elapsed) if keeper is not None else None
+        if keeper is None or reason is None:
+            if span.records:
+                release(span)
+            return False
+        headers = scope.get("headers") or ()
+        user_agent = next((value for name, value in headers if name == b"user-agent"), None)
+        attributes = _request_attributes(scope, method, scope["method"], scheme, user_agent)
+        if self._capture_headers is not None:
+            attributes.update(self._capture_headers(scope))
+        if route is not None:
+            attributes["http.route"] = route
+        if status_code:
+            attributes["http.response.status_code"] = status_code
+        if error_type is not None:
+            attributes["error.type"] = error_type
+        name = method if method != "_OTHER" else "HTTP"
+        try:
+            keeper.keep(
+                span, reason, f"{name} {route}" if route is not None else name, attributes, start, error, error_type
+            )
+        except Exception:  # noqa: BLE001 - a trace that cannot be kept must not cost the request's metrics
+            release(span)
+            _log.debug("otel_setup: could not export a kept trace", exc_info=True)
+            return False
+        return True
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """One SERVER span per connection, named by its route; WebSockets stay out of the HTTP histogram."""
