@@ -76,10 +76,13 @@ CATALOG: Final[tuple[MetricSpec, ...]] = (
         "http.server.request.duration",
         "histogram",
         "s",
-        "`http.request.method` (`_OTHER` for unknown), `http.route` (template; absent when no route matched), "
-        "`http.response.status_code`, `url.scheme`, `network.protocol.version`, `error.type` (exception class or "
-        "status code, 5xx only)",
-        "Time from request start to the last response byte; rate, errors and latency per route.",
+        "`http.request.method` (`_OTHER` for unknown), `http.route` (full template with router prefixes, mount "
+        "paths and the application root; absent when no route matched), `http.response.status_code`, "
+        "`url.scheme`, `network.protocol.version`, `error.type` (the exception's class when one escaped, else the "
+        "status code of a 5xx)",
+        "Time from request start to the last response byte (background tasks excluded; a server-sent event stream "
+        "to its first event, see [fastapi.md](fastapi.md)); rate, errors and latency per route. Buckets carry "
+        "exemplars (`trace_id`, `span_id`) of exported traces: OTLP points always, `/metrics` in OpenMetrics.",
         "http-server",
     ),
     MetricSpec(
@@ -279,6 +282,16 @@ CATALOG: Final[tuple[MetricSpec, ...]] = (
         "unhealthy), or sentry-sdk's own reason for an error event it lost (`network_error`, `ratelimit_backoff`, "
         "`queue_overflow`, …); deliberate drops (sampling, `before_send`) are not counted",
         "Error events that never reached Sentry.",
+        "pipeline",
+    ),
+    MetricSpec(
+        "otel_setup.trace.buffer.dropped",
+        "counter",
+        "{span}",
+        "`reason`: `trace_full` (the request already buffered 128 calls) or `buffer_full` (1,024 calls buffered "
+        "across the requests in flight)",
+        "Calls of not-yet-sampled requests left out of the buffer that keeps failing and slow traces whole "
+        "(`OTEL_SETUP_KEEP`); a kept trace then lacks those spans.",
         "pipeline",
     ),
 )

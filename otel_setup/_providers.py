@@ -164,9 +164,7 @@ def exemplar_index(metrics_data: Any) -> dict[str, dict[frozenset[tuple[str, str
     return index
 
 
-def with_exemplars(
-    families: Any, index: Callable[[], dict[str, dict[frozenset[tuple[str, str]], list[Any]]]]
-) -> Any:
+def with_exemplars(families: Any, index: Callable[[], dict[str, dict[frozenset[tuple[str, str]], list[Any]]]]) -> Any:
     """``families`` with each bucket sample given the exemplar that fell into it (trace and span id).
 
     ``index`` is read per family: the scrape that fills it runs when the first family is asked for.
@@ -517,6 +515,8 @@ def _build_keeper(
         "Spans of not-yet-sampled requests that the keep buffer refused (per-trace or total cap).",
         ("reason",),
     )
+    for reason in ("trace_full", "buffer_full"):
+        dropped.add(0, (reason,))  # both series from the start: rate() and alerts see a zero, not a gap
     local.register("otel_setup", _version, dropped)
     return Keeper(
         tracer_provider,

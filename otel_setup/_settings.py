@@ -940,6 +940,8 @@ def markdown_table() -> str:
             return "—"
         if isinstance(value, bool):
             return str(value).lower()
+        if isinstance(value, tuple) and all(isinstance(item, str) for item in value):
+            return f"`{','.join(value)}`"  # as the variable is written
         return f"`{value}`"
 
     rows = ["| Variable | Keyword | Default | Meaning |", "|---|---|---|---|"]

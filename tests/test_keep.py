@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -25,8 +25,7 @@ from fastapi.responses import JSONResponse
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
 import otel_setup
-from otel_setup import OtelSetupConfigError
-from otel_setup import _keep
+from otel_setup import OtelSetupConfigError, _keep
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan
 
 _BOUND = TraceIdRatioBased.get_bound_for_rate(0.1)
@@ -51,7 +50,7 @@ def _request_lines(text: str) -> list[dict[str, Any]]:
 class _Downstream(BaseHTTPRequestHandler):
     """A loopback service recording the traceparent it was sent."""
 
-    seen: list[str] = []
+    seen: ClassVar[list[str]] = []
 
     def do_GET(self) -> None:  # name fixed by BaseHTTPRequestHandler
         _Downstream.seen.append(self.headers.get("traceparent", ""))
