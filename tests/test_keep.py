@@ -383,3 +383,21 @@ def test_keep_setting_is_validated_and_documented() -> None:
     with pytest.raises(OtelSetupConfigError) as error:
         resolve({}, {"OTEL_SETUP_KEEP": "errors,fast"})
     assert "OTEL_SETUP_KEEP" in str(error.value) and "errors, slow, or none" in str(error.value)
+
+
+def test_the_gateway_tail_sampler_agrees_with_the_app() -> None:
+    """Errors, the slow threshold and the app's own keep decisions survive the gateway's tail sampling."""
+    from pathlib import Path
+
+    import yaml
+
+    from otel_setup._settings import SETTINGS
+
+    gateway = yaml.safe_load((Path(__file__).parents[1] / "collector" / "gateway.yaml").read_text(encoding="utf-8"))
+    policies = {p["name"]: p for p in gateway["processors"]["tail_sampling"]["policies"]}
+    slow_default = next(s.default for s in SETTINGS if s.name == "slow_request_ms")
+    assert policies["keep-slow"]["latency"]["threshold_ms"] == slow_default
+    assert policies["keep-errors"]["status_code"]["status_codes"] == ["ERROR"]
+    kept = policies["keep-what-the-app-kept"]
+    assert kept["type"] == "string_attribute"
+    assert kept["string_attribute"] == {"key": "otel_setup.kept", "values": ["error", "slow"]}
