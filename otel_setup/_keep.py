@@ -49,6 +49,7 @@ from otel_setup._fastmetrics import FastCounter
 from otel_setup._spans import record_error
 
 __all__ = [
+    "HELD",
     "KEPT",
     "MAX_BUFFERED_SPANS",
     "MAX_SPANS_PER_TRACE",
@@ -73,7 +74,7 @@ TEXT_CAP: Final = 4096
 # One entry per buffered record, across every request in flight: ``append``
 # and ``del [-n:]`` are single C calls (atomic under the interpreter lock), as
 # for the active-request series; its length is the number of records held.
-_HELD: list[None] = []
+HELD: list[None] = []
 _DROPPED: list[FastCounter] = []
 """The drop counter of the configured providers (at most one)."""
 
@@ -112,11 +113,11 @@ def buffer(root: BufferingRoot, record: Record) -> None:
     if len(records) >= MAX_SPANS_PER_TRACE:
         _count_drop("trace_full")
         return
-    if len(_HELD) >= MAX_BUFFERED_SPANS:
+    if len(HELD) >= MAX_BUFFERED_SPANS:
         _count_drop("buffer_full")
         return
     records.append(record)
-    _HELD.append(None)
+    HELD.append(None)
 
 
 def release(root: BufferingRoot) -> list[Record]:
@@ -126,13 +127,13 @@ def release(root: BufferingRoot) -> list[Record]:
         return []
     root.records = None
     held = len(records)
-    del _HELD[-held:]
+    del HELD[-held:]
     return records
 
 
 def held() -> int:
     """Records buffered right now, across every request in flight."""
-    return len(_HELD)
+    return len(HELD)
 
 
 def capped_text(text: str, redact: Callable[[str], str]) -> str:

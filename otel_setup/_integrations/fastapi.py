@@ -33,7 +33,7 @@ from otel_setup._compat import MOUNT_TEMPLATE, full_route_template
 from otel_setup._context import SpanActivation
 from otel_setup._fastmetrics import FastHistogram, InFlight, LocalMetrics
 from otel_setup._integrations.logging import EXCEPTION_SPAN
-from otel_setup._keep import KEPT, BufferingRoot, Keeper, release
+from otel_setup._keep import HELD, KEPT, BufferingRoot, Keeper, release
 from otel_setup._providers import DURATION_BUCKETS
 from otel_setup._redaction import redact_query
 from otel_setup._sampling import RootSpans
@@ -263,6 +263,8 @@ class ServerTelemetryMiddleware:
         self._probes = dict(hooks.probes)
         self._roots = hooks.roots
         self._keeper = hooks.keeper
+        # Below this a fine request's buffer is dropped without asking the keeper.
+        self._slow_seconds = hooks.keeper.slow_seconds if hooks.keeper is not None else float("inf")
         self._capture_headers = hooks.capture_headers  # allow-listed, sanitised request headers (off: None)
         self._state = hooks.state if hooks.state is not None else _NeverShutDown()
         self._timing_headers = hooks.server_timing or hooks.response_time_header
@@ -351,7 +353,10 @@ class ServerTelemetryMiddleware:
                 span.links = links
         recording = span.is_recording()
         if recording:
-            span.set_attributes(_request_attributes(scope, method, raw_method, scheme, headers.get(b"user-agent")))
+            attributes = _request_attributes(scope, method, raw_method, scheme, headers.get(b"user-agent"))
+            if self._keeper is not None:
+                attributes[KEPT] = "head"
+            span.set_attributes(attributes)
             if self._capture_headers is not None:  # header capture: off by default
                 span.set_attributes(self._capture_headers(scope))
         token = self._activation.attach(span, parent_context)
@@ -433,9 +438,15 @@ class ServerTelemetryMiddleware:
             context = span.get_span_context()
             exported = recording
             if not recording and span.__class__ is BufferingRoot:
-                exported = self._keep_or_drop(
-                    span, scope, method, scheme, status_code, error, error_type, route, elapsed, start
-                )
+                if error_type is not None or elapsed >= self._slow_seconds:
+                    exported = self._keep_or_drop(
+                        span, scope, method, scheme, status_code, error, error_type, route, elapsed, start
+                    )
+                else:
+                    records = span.records  # a fine request: its records go, inline (most have none)
+                    if records:
+                        span.records = None
+                        del HELD[-len(records) :]
             self._duration.record(
                 elapsed,
                 (method, scheme, protocol, status_code or None, route, error_type),
@@ -451,8 +462,6 @@ class ServerTelemetryMiddleware:
             ):
                 self._on_error(error, method, route, status_code)
             if recording:
-                if self._keeper is not None:
-                    span.set_attribute(KEPT, "head")
                 if route is not None:
                     span.update_name(f"{method if method != '_OTHER' else 'HTTP'} {route}")
                     span.set_attribute("http.route", route)

@@ -46,7 +46,7 @@ from otel_setup._fastmetrics import histogram as fast_histogram
 from otel_setup._fastmetrics import values_recorder
 from otel_setup._integrations import calllog
 from otel_setup._integrations._semconv import DB_OPERATION_ATTRIBUTES
-from otel_setup._keep import BufferingRoot, Built, buffer, capped_text
+from otel_setup._keep import TEXT_CAP, BufferingRoot, Built, buffer, capped_text
 from otel_setup._redaction import redact_text
 from otel_setup._sampling import unsampled_children_dropped, unsampled_current_span
 from otel_setup._spans import record_error
@@ -296,7 +296,9 @@ class _Listeners:
             if recording:  # ours: the request's span is never recording here
                 span.end()
             elif span.__class__ is BufferingRoot:  # an unsampled request: kept only if it fails or is slow
-                buffer(span, (start, ended, 0, _query_span, (plan, capped_text(statement, redact_text), error)))
+                if len(statement) > TEXT_CAP:
+                    statement = capped_text(statement, redact_text)
+                buffer(span, (start, ended, 0, _query_span, (plan, statement, error)))
             if not record:
                 return
             if elapsed >= self.slow_seconds:
