@@ -135,6 +135,12 @@ MODES: dict[str, Mode] = {
         ),
         Mode("otel_setup_100", "otel_setup, 100% sampling", _otel_setup(sampling_ratio=1.0)),
         Mode(
+            "otel_setup_prod",
+            "otel_setup production: defaults (10%, errors and slow kept), OTLP to a loopback receiver",
+            _otel_setup(),
+            needs_sink=True,
+        ),
+        Mode(
             "otel_setup_otlp",
             "otel_setup, 100% sampling, OTLP to a loopback sink",
             _otel_setup(sampling_ratio=1.0),

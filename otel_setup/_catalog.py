@@ -82,10 +82,11 @@ CATALOG: Final[tuple[MetricSpec, ...]] = (
         "s",
         "`http.request.method` (`_OTHER` for unknown), `http.route` (full template with router prefixes, mount "
         "paths and the application root; absent when no route matched), `http.response.status_code`, "
-        "`url.scheme`, `network.protocol.version`, `error.type` (the exception's class when one escaped, else "
-        "the status code of a 5xx)",
-        "Time from request start to the last response byte (background tasks excluded; a server-sent event "
-        "stream to its first event, see [fastapi.md](fastapi.md)); rate, errors and latency per route.",
+        "`url.scheme`, `network.protocol.version`, `error.type` (the exception's class when one escaped, else the "
+        "status code of a 5xx)",
+        "Time from request start to the last response byte (background tasks excluded; a server-sent event stream "
+        "to its first event, see [fastapi.md](fastapi.md)); rate, errors and latency per route. Buckets carry "
+        "exemplars (`trace_id`, `span_id`) of exported traces: OTLP points always, `/metrics` in OpenMetrics.",
         "http-server",
     ),
     MetricSpec(
@@ -350,6 +351,16 @@ CATALOG: Final[tuple[MetricSpec, ...]] = (
         "as above",
         "Objects the collector found but could not free (reference cycles with finalizers): a leak sign.",
         "process",
+    ),
+    MetricSpec(
+        "otel_setup.trace.buffer.dropped",
+        "counter",
+        "{span}",
+        "`reason`: `trace_full` (the request already buffered 128 calls) or `buffer_full` (1,024 calls buffered "
+        "across the requests in flight)",
+        "Calls of not-yet-sampled requests left out of the buffer that keeps failing and slow traces whole "
+        "(`OTEL_SETUP_KEEP`); a kept trace then lacks those spans.",
+        "pipeline",
     ),
 )
 

@@ -52,7 +52,7 @@ _OVERFLOW: Final = ("__overflow__",)
 
 
 class _Series:
-    __slots__ = ("bucket_counts", "count", "exemplar", "maximum", "minimum", "total")
+    __slots__ = ("bucket_counts", "count", "exemplars", "maximum", "minimum", "total")
 
     def __init__(self, buckets: int) -> None:
         self.bucket_counts = [0] * buckets
@@ -60,7 +60,9 @@ class _Series:
         self.total = 0.0
         self.minimum = float("inf")
         self.maximum = float("-inf")
-        self.exemplar: tuple[float, int, int, int] | None = None
+        # The last exported request per bucket (value, time, trace id, span id), as the SDK's
+        # aligned-histogram reservoir keeps them: every latency band links to a trace.
+        self.exemplars: list[tuple[float, int, int, int] | None] = [None] * buckets
 
 
 _S = TypeVar("_S")
@@ -108,7 +110,8 @@ class FastHistogram(_Instrument):
             series = self._series.get(key)
             if series is None:
                 series = _new_series(self._series, key, lambda: _Series(len(self.boundaries) + 1))
-            series.bucket_counts[bisect_left(self.boundaries, value)] += 1
+            bucket = bisect_left(self.boundaries, value)
+            series.bucket_counts[bucket] += 1
             series.count += 1
             series.total += value
             # Comparisons, not min()/max(): two builtin calls per request are measurable here.
@@ -117,7 +120,7 @@ class FastHistogram(_Instrument):
             if value > series.maximum:  # noqa: PLR1730
                 series.maximum = value
             if trace_id:
-                series.exemplar = (value, time_ns(), trace_id, span_id)
+                series.exemplars[bucket] = (value, time_ns(), trace_id, span_id)
 
     def _attributes(self, key: tuple[Any, ...]) -> dict[str, Any]:
         if key is _OVERFLOW or key == _OVERFLOW:
@@ -127,7 +130,7 @@ class FastHistogram(_Instrument):
     def collect(self, now: int) -> Metric | None:
         with self._lock:
             snapshot = [
-                (key, list(s.bucket_counts), s.count, s.total, s.minimum, s.maximum, s.exemplar)
+                (key, list(s.bucket_counts), s.count, s.total, s.minimum, s.maximum, [e for e in s.exemplars if e])
                 for key, s in self._series.items()
             ]
         if not snapshot:
@@ -145,9 +148,9 @@ class FastHistogram(_Instrument):
                 explicit_bounds=list(self.boundaries),
                 min=minimum,
                 max=maximum,
-                exemplars=[Exemplar({}, exemplar[0], exemplar[1], exemplar[3], exemplar[2])] if exemplar else [],
+                exemplars=[Exemplar({}, e[0], e[1], e[3], e[2]) for e in exemplars],
             )
-            for key, counts, count, total, minimum, maximum, exemplar in snapshot
+            for key, counts, count, total, minimum, maximum, exemplars in snapshot
         ]
         return Metric(
             name=self.name,

@@ -37,6 +37,7 @@ def authorized(header: str | bytes | None, token: str | None) -> bool:
 def metrics_endpoint(registry: Any, token: str | None) -> Callable[[Any], Any]:
     """A Starlette endpoint serving ``registry`` as Prometheus text, behind ``token`` when set."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    from prometheus_client.openmetrics import exposition as openmetrics
     from starlette.responses import Response
 
     def metrics(request: Any) -> Any:
@@ -44,6 +45,10 @@ def metrics_endpoint(registry: Any, token: str | None) -> Callable[[Any], Any]:
         # large registry never stalls the event loop.
         if not authorized(request.headers.get("authorization"), token):
             return Response("unauthorized\n", status_code=401, headers={"WWW-Authenticate": _CHALLENGE})
+        if "application/openmetrics-text" in request.headers.get("accept", ""):
+            # What Prometheus asks for first: the format that carries exemplars.
+            body = openmetrics.generate_latest(registry)  # type: ignore[no-untyped-call] # untyped upstream
+            return Response(body, headers={"Content-Type": openmetrics.CONTENT_TYPE_LATEST})
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return metrics

@@ -109,6 +109,7 @@ class ConfigureOptions(TypedDict, total=False):
     request_log_error_level: Literal["debug", "info", "warning", "error"]
     call_log_level: Literal["debug", "info", "warning", "error", "off"]
     slow_request_ms: int
+    keep: Sequence[str] | str
     request_log_buffer_ms: int
     slow_query_ms: int
     server_timing: bool

@@ -13,8 +13,10 @@ from __future__ import annotations
 # MeterProvider's handler starts a thread pool in the child, and with the
 # lock still held it waits forever (a gunicorn --preload worker never boots).
 import concurrent.futures.thread  # noqa: F401 - imported for its fork handler
+import json
 import logging
 import os
+import re
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -35,9 +37,10 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.sdk.version import __version__ as sdk_version
 
-from otel_setup._fastmetrics import LocalMetrics, attach, merge_into
+from otel_setup._fastmetrics import FastCounter, LocalMetrics, attach, merge_into
+from otel_setup._keep import Keeper, KeepingParentBased
 from otel_setup._redaction import DEFAULT_REDACTOR, SDK_LENGTH_FACTOR, Redactor
-from otel_setup._sampling import PresetIdGenerator, RootSpans
+from otel_setup._sampling import PresetIdGenerator, RootSpans, unsampled_children_dropped
 from otel_setup._scrubbing import ScrubbingLogExporter, ScrubbingSpanExporter, scrub_metrics
 from otel_setup._selfmetrics import (
     CountingLogExporter,
@@ -47,6 +50,7 @@ from otel_setup._selfmetrics import (
     enable_processor_metrics,
 )
 from otel_setup._settings import Settings
+from otel_setup.version import __version__ as _version
 
 __all__ = ["Providers", "build_providers", "build_resource", "build_sampler", "run_within"]
 
@@ -125,6 +129,11 @@ def _prometheus_reader_class() -> Any:
             self._redactor = redactor
             collector: Any = self._collector
             collector._callback = self._scrape  # the collector's hook into this reader
+            self._exemplars: dict[str, dict[frozenset[tuple[str, str]], list[Any]]] = {}
+            translate = collector.collect
+            # The exporter drops exemplars; OpenMetrics carries them on the buckets (the registry
+            # calls this instance attribute, and the plain text format ignores exemplars).
+            collector.collect = lambda: with_exemplars(translate(), lambda: self._exemplars)
 
         def _receive_metrics(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> None:
             """A flush: nothing to push for a pull exporter."""
@@ -136,9 +145,67 @@ def _prometheus_reader_class() -> Any:
             metrics_data = merge_into(collect_sdk(self, timeout_millis=10_000), self._local, self._resource)
             if metrics_data is not None:
                 scrubbed = scrub_metrics(metrics_data, self._redactor)
+                self._exemplars = exemplar_index(scrubbed)
                 self._collector.add_metrics_data(align_shared_families(scrubbed))
 
     return PrometheusReader
+
+
+def _label(key: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_]", "_", key)
+
+
+def _label_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def exemplar_index(metrics_data: Any) -> dict[str, dict[frozenset[tuple[str, str]], list[Any]]]:
+    """Histogram exemplars by Prometheus family name and label set, as the exporter names them."""
+    index: dict[str, dict[frozenset[tuple[str, str]], list[Any]]] = {}
+    for resource_metrics in metrics_data.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                points = getattr(metric.data, "data_points", ())
+                if not any(getattr(point, "exemplars", None) for point in points):
+                    continue
+                family = _label(metric.name) + ("_seconds" if metric.unit == "s" else "")
+                table = index.setdefault(family, {})
+                for point in points:
+                    if point.exemplars:
+                        labels = frozenset((_label(k), _label_value(v)) for k, v in (point.attributes or {}).items())
+                        table[labels] = list(point.exemplars)
+    return index
+
+
+def with_exemplars(families: Any, index: Callable[[], dict[str, dict[frozenset[tuple[str, str]], list[Any]]]]) -> Any:
+    """``families`` with each bucket sample given the exemplar that fell into it (trace and span id).
+
+    ``index`` is read per family: the scrape that fills it runs when the first family is asked for.
+    """
+    from prometheus_client.samples import Exemplar
+
+    for family in families:
+        table = index().get(family.name)
+        if table and family.type == "histogram":
+            names = {name for labels in table for name, _ in labels}
+            lower: dict[frozenset[tuple[str, str]], float] = {}
+            samples = []
+            for original in family.samples:
+                sample = original
+                if sample.name.endswith("_bucket") and sample.exemplar is None:
+                    key = frozenset((k, v) for k, v in sample.labels.items() if k in names)
+                    upper = float(sample.labels["le"])
+                    floor = lower.get(key, float("-inf"))
+                    lower[key] = upper
+                    for exemplar in table.get(key, ()):
+                        if floor < exemplar.value <= upper:
+                            ids = {"trace_id": f"{exemplar.trace_id:032x}", "span_id": f"{exemplar.span_id:016x}"}
+                            timestamp = exemplar.time_unix_nano / 1e9
+                            sample = sample._replace(exemplar=Exemplar(ids, exemplar.value, timestamp))
+                            break
+                samples.append(sample)
+            family.samples = samples
+        yield family
 
 
 def align_shared_families(metrics_data: Any) -> Any:
@@ -216,8 +283,10 @@ def build_resource(settings: Settings, *, default_name: str | None, default_vers
 
 
 def build_sampler(settings: Settings) -> Sampler:
+    """The head sampler; the parent-based ones also sample the spans of traces kept after the fact."""
     name: str = settings.sampler
     ratio: float = settings.sampling_ratio
+    parent_based = KeepingParentBased if settings.keep else ParentBased
     if name == "always_on":
         return ALWAYS_ON
     if name == "always_off":
@@ -225,10 +294,10 @@ def build_sampler(settings: Settings) -> Sampler:
     if name == "traceidratio":
         return TraceIdRatioBased(ratio)
     if name == "parentbased_always_on":
-        return ParentBased(ALWAYS_ON)
+        return parent_based(ALWAYS_ON)
     if name == "parentbased_always_off":
-        return ParentBased(ALWAYS_OFF)
-    return ParentBased(TraceIdRatioBased(ratio))
+        return parent_based(ALWAYS_OFF)
+    return parent_based(TraceIdRatioBased(ratio))
 
 
 def _traces_exporter_name(settings: Settings) -> str:
@@ -315,6 +384,7 @@ class Providers:
     prometheus_registry: Any | None
     local_metrics: LocalMetrics = field(default_factory=LocalMetrics)
     root_spans: RootSpans | None = None
+    keeper: Keeper | None = None
     exporters: dict[str, tuple[str, ...]] = field(default_factory=dict)
     counters: ExportCounters | None = None
 
@@ -438,6 +508,7 @@ def build_providers(settings: Settings, resource: Resource, *, redactor: Redacto
         enable_processor_metrics(log_processor, meter_provider, "logs")
         logger_provider.add_log_record_processor(log_processor)
 
+    keeper = _build_keeper(settings, tracer_provider, ids, local)
     return Providers(
         resource=resource,
         tracer_provider=tracer_provider,
@@ -449,9 +520,35 @@ def build_providers(settings: Settings, resource: Resource, *, redactor: Redacto
             sampler,
             ids,
             ratio=settings.sampling_ratio if settings.sampler in ("traceidratio", "parentbased_traceidratio") else None,
+            buffering=keeper is not None,
         ),
+        keeper=keeper,
         exporters={"traces": (traces,), "metrics": metric_exporters or ("none",), "logs": (logs,)},
         counters=counters,
+    )
+
+
+def _build_keeper(
+    settings: Settings, tracer_provider: TracerProvider, ids: PresetIdGenerator, local: LocalMetrics
+) -> Keeper | None:
+    """Keeping failing and slow traces whole, when asked and the sampler drops unsampled children."""
+    if not settings.keep or not unsampled_children_dropped(tracer_provider):
+        return None
+    dropped = FastCounter(
+        "otel_setup.trace.buffer.dropped",
+        "{span}",
+        "Spans of not-yet-sampled requests that the keep buffer refused (per-trace or total cap).",
+        ("reason",),
+    )
+    for reason in ("trace_full", "buffer_full"):
+        dropped.add(0, (reason,))  # both series from the start: rate() and alerts see a zero, not a gap
+    local.register("otel_setup", _version, dropped)
+    return Keeper(
+        tracer_provider,
+        ids,
+        errors="errors" in settings.keep,
+        slow_seconds=settings.slow_request_ms / 1000.0 if "slow" in settings.keep else None,
+        dropped=dropped,
     )
 
 

@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, Tra
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags, Tracer
 
 from otel_setup._context import SPAN_KEY, current_context
+from otel_setup._keep import BufferingRoot
 
 __all__ = [
     "PresetIdGenerator",
@@ -32,8 +33,11 @@ class PresetIdGenerator(RandomIdGenerator):
     def __init__(self) -> None:
         self._next = threading.local()
 
-    def preset(self, trace_id: int) -> None:
-        self._next.trace_id = trace_id
+    def preset(self, trace_id: int, span_id: int = 0) -> None:
+        """The ids the next span started on this thread gets (0: a random one)."""
+        upcoming = self._next
+        upcoming.trace_id = trace_id
+        upcoming.span_id = span_id
 
     def generate_trace_id(self) -> int:
         trace_id: int = getattr(self._next, "trace_id", 0)
@@ -41,6 +45,13 @@ class PresetIdGenerator(RandomIdGenerator):
             self._next.trace_id = 0
             return trace_id
         return super().generate_trace_id()
+
+    def generate_span_id(self) -> int:
+        span_id: int = getattr(self._next, "span_id", 0)
+        if span_id:
+            self._next.span_id = 0
+            return span_id
+        return super().generate_span_id()
 
 
 class RootSpans:
@@ -53,9 +64,13 @@ class RootSpans:
     the decision and the ratio are exactly the SDK's.
     """
 
-    def __init__(self, sampler: Sampler, ids: PresetIdGenerator, ratio: float | None = None) -> None:
+    def __init__(
+        self, sampler: Sampler, ids: PresetIdGenerator, ratio: float | None = None, *, buffering: bool = False
+    ) -> None:
         self._sampler = sampler
         self._ids = ids
+        # Unsampled roots that collect their calls' records (see otel_setup._keep).
+        self._unsampled: type[NonRecordingSpan] = BufferingRoot if buffering else NonRecordingSpan
         # For the ratio samplers (the default), a root's decision is the SDK's
         # rule on the trace id's low 64 bits; applying it here skips building
         # a SamplingResult for every request.
@@ -73,7 +88,10 @@ class RootSpans:
             trace_state = result.trace_state
         if dropped:
             # Positional arguments: keyword parsing costs a third of building the context.
-            return NonRecordingSpan(SpanContext(trace_id, getrandbits(64) or 1, False, _NOT_SAMPLED, trace_state))
+            root = self._unsampled(SpanContext(trace_id, getrandbits(64) or 1, False, _NOT_SAMPLED, trace_state))
+            if links and isinstance(root, BufferingRoot):
+                root.links = links  # for the trace, should it be kept
+            return root
         self._ids.preset(trace_id)
         return tracer.start_span(name, kind=SpanKind.SERVER, links=links)
 

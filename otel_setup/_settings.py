@@ -178,6 +178,23 @@ def _choices(choices: Sequence[str]) -> Callable[[object, str], tuple[str, ...] 
     return coerce
 
 
+KEEP_REASONS: Final = ("errors", "slow")
+
+
+def _keep(value: object, name: str) -> tuple[str, ...]:
+    """``errors``, ``slow``, both (comma list), or ``none``: which unsampled traces are kept whole."""
+    allowed = "a comma list of errors, slow, or none"
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise OtelSetupConfigError(name, value, allowed)
+    picked = [str(item).strip().lower() for item in items if str(item).strip()]
+    if not picked or picked == ["none"]:
+        return ()
+    if any(item not in KEEP_REASONS for item in picked):
+        raise OtelSetupConfigError(name, value, allowed)
+    return tuple(reason for reason in KEEP_REASONS if reason in picked)
+
+
 def _names(value: object, name: str) -> frozenset[str]:
     if isinstance(value, str):
         return frozenset(part.strip().lower() for part in value.split(",") if part.strip())
@@ -717,7 +734,16 @@ SETTINGS: Final[tuple[Setting[Any], ...]] = (
         ("OTEL_SETUP_SLOW_REQUEST_MS",),
         _positive_int,
         1000,
-        "Requests slower than this many milliseconds are logged at WARNING.",
+        "Requests slower than this many milliseconds are logged at WARNING (and their traces kept, see "
+        "`OTEL_SETUP_KEEP`).",
+    ),
+    Setting(
+        "keep",
+        ("OTEL_SETUP_KEEP",),
+        _keep,
+        KEEP_REASONS,
+        "Traces exported whole although head sampling left them out: `errors` (5xx or unhandled exception), "
+        "`slow` (over `OTEL_SETUP_SLOW_REQUEST_MS`), both, or `none`. Tagged `otel_setup.kept`.",
     ),
     Setting(
         "request_log_buffer_ms",
@@ -951,6 +977,8 @@ def markdown_table() -> str:
             return "—"
         if isinstance(value, bool):
             return str(value).lower()
+        if isinstance(value, tuple) and all(isinstance(item, str) for item in value):
+            return f"`{','.join(value)}`"  # as the variable is written
         return f"`{value}`"
 
     rows = ["| Variable | Keyword | Default | Meaning |", "|---|---|---|---|"]

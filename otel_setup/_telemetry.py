@@ -164,6 +164,7 @@ class Telemetry:
             trust=_trust(self.settings.trusted_traceparent),
             probes=self._probes(),
             roots=self._providers.root_spans,
+            keeper=self._providers.keeper,
             capture_headers=self._server_header_capture(),
         )
         isolation = self.request_isolation

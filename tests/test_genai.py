@@ -508,3 +508,41 @@ def test_call_listener_gets_tokens_and_cost_but_no_content(otlp_receiver: OtlpRe
     assert record.cost_usd == pytest.approx(usage["prompt_tokens"] * 0.15e-6 + usage["completion_tokens"] * 0.6e-6)
     assert record.price_model == "gpt-4o-mini" and record.status_code == 200 and record.usage_reported
     assert "Aurora" not in repr(record)
+
+
+def test_a_slow_unsampled_request_keeps_its_chat_call(otlp_receiver: OtlpReceiver) -> None:
+    """A GenAI call inside a request head sampling dropped is exported, usage included, when the request is slow."""
+    import asyncio
+
+    from fastapi import FastAPI
+
+    with serve(ai_api.create_app()) as base:
+        app = FastAPI()
+
+        @app.get("/advice")
+        async def advice() -> dict[str, int]:
+            body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": PROMPT}]}
+            async with httpx.AsyncClient(base_url=base, headers=HEADERS) as client:
+                response = await client.post("/v1/chat/completions", json=body)
+            await asyncio.sleep(0.15)
+            return {"tokens": response.json()["usage"]["total_tokens"]}
+
+        telemetry = otel_setup.configure(
+            app, otlp_endpoint=otlp_receiver.endpoint, sampling_ratio=0.0, slow_request_ms=100
+        )
+
+        async def run() -> int:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+                return (await client.get("/advice")).status_code
+
+        assert asyncio.run(run()) == 200
+        telemetry.force_flush(5.0)
+        assert otlp_receiver.wait_for(lambda r: any(s.kind == "SERVER" for s in r.spans()))
+    (server,) = [s for s in otlp_receiver.spans() if s.kind == "SERVER"]
+    (call,) = [s for s in otlp_receiver.spans() if s.scope_name == "otel_setup.genai"]
+    assert server.attributes["otel_setup.kept"] == call.attributes["otel_setup.kept"] == "slow"
+    assert call.name == "chat gpt-4o-mini" and call.parent_span_id == server.span_id
+    assert call.attributes["gen_ai.usage.input_tokens"] > 0
+    assert call.attributes["gen_ai.response.model"] == "gpt-4o-mini"
+    assert_no_content(otlp_receiver)

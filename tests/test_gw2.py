@@ -288,3 +288,40 @@ def test_gw2_can_be_disabled(otlp_receiver: OtlpReceiver, monkeypatch: pytest.Mo
     telemetry = otel_setup.configure(otlp_endpoint=otlp_receiver.endpoint)
     assert telemetry.instrumentations["gw2"] == "off: listed in OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
     assert telemetry.instrumentations["genai"] == "active"
+
+
+def test_a_failing_unsampled_request_keeps_its_gw2_call(otlp_receiver: OtlpReceiver) -> None:
+    """A GW2 call inside a request head sampling dropped is exported when the request fails."""
+    from fastapi import FastAPI
+
+    standin = gw2_api.create_app()
+    with serve(standin) as base:
+        app = FastAPI()
+
+        @app.get("/sync")
+        async def sync() -> None:
+            async with httpx.AsyncClient(base_url=base) as client:
+                await client.get("/v2/account", headers={"Authorization": f"Bearer {DEMO_KEY}"})
+            raise RuntimeError("sync failed")
+
+        telemetry = otel_setup.configure(
+            app, otlp_endpoint=otlp_receiver.endpoint, sampling_ratio=0.0, gw2_api_base=base
+        )
+
+        async def run() -> int:
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+                return (await client.get("/sync")).status_code
+
+        assert asyncio.run(run()) == 500
+        telemetry.force_flush(5.0)
+        assert otlp_receiver.wait_for(lambda r: any(s.kind == "SERVER" for s in r.spans()))
+    (server,) = [s for s in otlp_receiver.spans() if s.kind == "SERVER"]
+    (call,) = [s for s in otlp_receiver.spans() if s.scope_name == "otel_setup.gw2"]
+    assert server.attributes["otel_setup.kept"] == call.attributes["otel_setup.kept"] == "error"
+    assert call.name == "GET /v2/account" and call.trace_id == server.trace_id
+    assert call.parent_span_id == server.span_id
+    assert call.attributes["url.template"] == "/v2/account"
+    assert call.attributes["http.response.status_code"] == 200
+    assert server.start_ns <= call.start_ns <= call.end_ns <= server.end_ns
+    assert_no_identifiers(otlp_receiver)

@@ -33,6 +33,7 @@ from otel_setup._compat import MOUNT_TEMPLATE, disable_native_telemetry, full_ro
 from otel_setup._context import SpanActivation
 from otel_setup._fastmetrics import FastHistogram, InFlight, LocalMetrics
 from otel_setup._integrations.logging import EXCEPTION_SPAN
+from otel_setup._keep import HELD, KEPT, BufferingRoot, Keeper, release
 from otel_setup._providers import DURATION_BUCKETS
 from otel_setup._redaction import redact_query
 from otel_setup._sampling import RootSpans
@@ -226,6 +227,8 @@ class ServerHooks:
     trust: TraceparentTrust | None = None
     probes: Mapping[str, ASGIApp] = field(default_factory=dict)
     roots: RootSpans | None = None
+    keeper: Keeper | None = None
+    """Exports the buffered trace of an unsampled request that failed or was slow (None: keeping off)."""
     capture_headers: Callable[[Scope], Mapping[str, Any]] | None = None
     state: Any = None
     """Has ``shut_down`` (and ``warned``): requests after telemetry shut down get one warning."""
@@ -263,6 +266,9 @@ class ServerTelemetryMiddleware:
         self._trust = hooks.trust or TraceparentTrust()
         self._probes = dict(hooks.probes)
         self._roots = hooks.roots
+        self._keeper = hooks.keeper
+        # Below this a fine request's buffer is dropped without asking the keeper.
+        self._slow_seconds = hooks.keeper.slow_seconds if hooks.keeper is not None else float("inf")
         self._capture_headers = hooks.capture_headers  # allow-listed, sanitised request headers (off: None)
         self._state = hooks.state if hooks.state is not None else _NeverShutDown()
         self._timing_headers = hooks.server_timing or hooks.response_time_header
@@ -344,9 +350,17 @@ class ServerTelemetryMiddleware:
             span = roots.start(self._tracer, name, links)
         else:
             span = self._tracer.start_span(name, context=parent_context, kind=SpanKind.SERVER, links=links)
+            if self._keeper is not None and not span.is_recording() and parent_context is not None:
+                # A trusted caller's unsampled trace: buffered like our own unsampled roots.
+                span = BufferingRoot(span.get_span_context())
+                span.parent = parent_context
+                span.links = links
         recording = span.is_recording()
         if recording:
-            span.set_attributes(_request_attributes(scope, method, raw_method, scheme, headers.get(b"user-agent")))
+            attributes = _request_attributes(scope, method, raw_method, scheme, headers.get(b"user-agent"))
+            if self._keeper is not None:
+                attributes[KEPT] = "head"
+            span.set_attributes(attributes)
             if self._capture_headers is not None:  # header capture: off by default
                 span.set_attributes(self._capture_headers(scope))
         token = self._activation.attach(span, parent_context)
@@ -426,11 +440,22 @@ class ServerTelemetryMiddleware:
                 status_code = 500
             protocol = _PROTOCOL_VERSIONS.get(scope.get("http_version", "1.1"), "1.1")
             context = span.get_span_context()
+            exported = recording
+            if not recording and span.__class__ is BufferingRoot:
+                if error_type is not None or elapsed >= self._slow_seconds:
+                    exported = self._keep_or_drop(
+                        span, scope, method, scheme, status_code, error, error_type, route, elapsed, start
+                    )
+                else:
+                    records = span.records  # a fine request: its records go, inline (most have none)
+                    if records:
+                        span.records = None
+                        del HELD[-len(records) :]
             self._duration.record(
                 elapsed,
                 (method, scheme, protocol, status_code or None, route, error_type),
-                context.trace_id if recording else 0,
-                context.span_id if recording else 0,
+                context.trace_id if exported else 0,
+                context.span_id if exported else 0,
             )
             if self._request_log is not None:
                 self._request_log(method, route, status_code, elapsed, context.trace_id, context.span_id)
@@ -460,6 +485,48 @@ class ServerTelemetryMiddleware:
         finally:
             if recording:  # a span that did not record at its start has nothing to end
                 span.end()
+
+    def _keep_or_drop(
+        self,
+        span: BufferingRoot,
+        scope: Scope,
+        method: str,
+        scheme: str,
+        status_code: int,
+        error: BaseException | None,
+        error_type: str | None,
+        route: str | None,
+        elapsed: float,
+        start: float,
+    ) -> bool:
+        """An unsampled request's end: export its buffered trace when it failed or was slow; else drop it."""
+        keeper = self._keeper
+        reason = keeper.reason(error_type is not None, elapsed) if keeper is not None else None
+        if keeper is None or reason is None:
+            if span.records:
+                release(span)
+            return False
+        headers = scope.get("headers") or ()
+        user_agent = next((value for name, value in headers if name == b"user-agent"), None)
+        attributes = _request_attributes(scope, method, scope["method"], scheme, user_agent)
+        if self._capture_headers is not None:
+            attributes.update(self._capture_headers(scope))
+        if route is not None:
+            attributes["http.route"] = route
+        if status_code:
+            attributes["http.response.status_code"] = status_code
+        if error_type is not None:
+            attributes["error.type"] = error_type
+        name = method if method != "_OTHER" else "HTTP"
+        try:
+            keeper.keep(
+                span, reason, f"{name} {route}" if route is not None else name, attributes, start, error, error_type
+            )
+        except Exception:  # noqa: BLE001 - a trace that cannot be kept must not cost the request's metrics
+            release(span)
+            _log.debug("otel_setup: could not export a kept trace", exc_info=True)
+            return False
+        return True
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """One SERVER span per connection, named by its route; WebSockets stay out of the HTTP histogram."""

@@ -59,6 +59,7 @@ from otel_setup._integrations.httpx import (
     remove_api_handler,
     request_attributes,
 )
+from otel_setup._keep import KeepingTracer
 from otel_setup._options import GenAICall, emit_call
 from otel_setup.version import __version__
 
@@ -700,7 +701,7 @@ def instrument_genai(
         return False
     meter = meter_provider.get_meter(_SCOPE_NAME, __version__)
     instruments = _Instruments(
-        tracer=tracer_provider.get_tracer(_SCOPE_NAME, __version__),
+        tracer=KeepingTracer(tracer_provider.get_tracer(_SCOPE_NAME, __version__), _SCOPE_NAME),
         prices=load_price_table(prices),
         http_duration=client_duration_histogram(meter_provider),
         duration=meter.create_histogram(

@@ -40,6 +40,7 @@ from otel_setup._integrations.httpx import (
     remove_api_handler,
     request_attributes,
 )
+from otel_setup._keep import KeepingTracer
 from otel_setup._options import GW2Call, emit_call
 from otel_setup._redaction import redact_query
 from otel_setup.version import __version__
@@ -328,7 +329,7 @@ def instrument_gw2(*, tracer_provider: TracerProvider, meter_provider: MeterProv
         return False
     meter = meter_provider.get_meter(_SCOPE_NAME, __version__)
     instruments = _Instruments(
-        tracer=tracer_provider.get_tracer(_SCOPE_NAME, __version__),
+        tracer=KeepingTracer(tracer_provider.get_tracer(_SCOPE_NAME, __version__), _SCOPE_NAME),
         duration=client_duration_histogram(meter_provider),
         requests=meter.create_counter(
             "gw2.api.requests",

@@ -29,9 +29,10 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from otel_setup._context import current_context, holds_only_a_span
+from otel_setup._context import SPAN_KEY, current_context, holds_only_a_span
 from otel_setup._fastmetrics import histogram as fast_histogram
 from otel_setup._fastmetrics import values_recorder
+from otel_setup._keep import BufferingRoot, Built, buffer
 from otel_setup._propagation import NO_PROPAGATION, GuardedPropagator, refuse_propagation
 from otel_setup._redaction import DEFAULT_REDACTOR, Redactor
 from otel_setup._sampling import unsampled_children_dropped, unsampled_local
@@ -167,9 +168,13 @@ class _ClientCalls:
             upper = method.strip().upper()
             method = upper if upper in _KNOWN_METHODS else "_OTHER"
         if self.skip_unsampled and unsampled_local(parent):
-            if propagate_context:
-                self._inject_unsampled(request.headers, parent, context, plain)
-            return _ClientCall(self, method, request.url, host, None, None)
+            span_id = self._inject_unsampled(request.headers, parent, context, plain) if propagate_context else 0
+            call = _ClientCall(self, method, request.url, host, None, None)
+            root = context.get(SPAN_KEY)
+            if root.__class__ is BufferingRoot:  # kept if the request fails or is slow
+                call._root = root
+                call._span_id = span_id
+            return call
         span = self.tracer.start_span("HTTP" if method == "_OTHER" else method, kind=SpanKind.CLIENT)
         try:
             if span.is_recording():
@@ -182,7 +187,7 @@ class _ClientCalls:
             raise
         return _ClientCall(self, method, request.url, host, span, otel_context.attach(context))
 
-    def _inject_unsampled(self, headers: Any, parent: SpanContext, context: Context, plain: bool) -> None:
+    def _inject_unsampled(self, headers: Any, parent: SpanContext, context: Context, plain: bool) -> int:
         """What the propagator would write for a dropped child of ``parent``: a fresh span id, same flags.
 
         With the default propagators (W3C trace context and baggage) and no
@@ -197,9 +202,10 @@ class _ClientCalls:
             headers["traceparent"] = f"00-{parent.trace_id:032x}-{span_id:016x}-{parent.trace_flags:02x}"
             if parent.trace_state:
                 headers["tracestate"] = parent.trace_state.to_header()
-            return
+            return span_id
         child = SpanContext(parent.trace_id, span_id, False, parent.trace_flags, parent.trace_state)
         propagate.inject(headers, context=trace.set_span_in_context(NonRecordingSpan(child)))
+        return span_id
 
     def _w3c_only(self) -> bool:
         """The global propagator is W3C trace context, optionally with baggage, behind the package's guard."""
@@ -241,7 +247,10 @@ class _ClientCalls:
 
 
 class _ClientCall:
-    __slots__ = ("_calls", "_host", "_method", "_span", "_start", "_token", "_url")
+    __slots__ = ("_calls", "_host", "_method", "_root", "_span", "_span_id", "_start", "_token", "_url")
+
+    _root: Any
+    _span_id: int
 
     def __init__(self, calls: _ClientCalls, method: str, url: Any, host: Any, span: Span | None, token: Any) -> None:
         self._calls = calls
@@ -250,6 +259,8 @@ class _ClientCall:
         self._host = host
         self._span = span
         self._token = token
+        self._root = None
+        self._span_id = 0
         self._start = perf_counter()
 
     def finish(self, response: Any) -> None:
@@ -263,6 +274,17 @@ class _ClientCall:
             self._calls.record(
                 elapsed, (self._method, self._host or None, self._url.port or None, version, status, error_type, None)
             )
+            if self._root is not None:
+                buffer(
+                    self._root,
+                    (
+                        self._start,
+                        self._start + elapsed,
+                        self._span_id,
+                        _call_span,
+                        (self, status, version, error_type),
+                    ),
+                )
             span = self._span
             if span is not None:
                 if span.is_recording():
@@ -292,6 +314,11 @@ class _ClientCall:
                 self._calls.record(
                     elapsed, (self._method, self._host or None, self._url.port or None, None, None, error_type, None)
                 )
+                if self._root is not None:
+                    buffer(
+                        self._root,
+                        (self._start, self._start + elapsed, self._span_id, _failed_call_span, (self, error)),
+                    )
             span = self._span
             if span is not None:
                 if is_error and span.is_recording():
@@ -311,6 +338,38 @@ class _ClientCall:
             except Exception:  # noqa: BLE001 - a context switched under us must not break the call
                 _log.debug("otel_setup: httpx context detach failed", exc_info=True)
             self._token = None
+
+
+def _call_attributes(call: _ClientCall) -> dict[str, Any]:
+    from opentelemetry.util.http import redact_url
+
+    url = call._url
+    attributes: dict[str, Any] = {"http.request.method": call._method, "url.full": redact_url(str(url))}
+    if url.host:
+        attributes["server.address"] = url.host
+        attributes["network.peer.address"] = url.host
+    if url.port:
+        attributes["server.port"] = url.port
+        attributes["network.peer.port"] = url.port
+    return attributes
+
+
+def _call_span(call: _ClientCall, status: int, version: str, error_type: str | None) -> Built:
+    """A call of an unsampled request that is kept: the attributes its sampled span gets (headers aside)."""
+    attributes = _call_attributes(call)
+    attributes["http.response.status_code"] = status
+    attributes["network.protocol.version"] = version
+    if error_type is not None:
+        attributes["error.type"] = error_type
+    name = "HTTP" if call._method == "_OTHER" else call._method
+    return _SCOPE[0], name, SpanKind.CLIENT, attributes, error_type, None
+
+
+def _failed_call_span(call: _ClientCall, error: BaseException) -> Built:
+    attributes = _call_attributes(call)
+    error_type = attributes["error.type"] = type(error).__qualname__
+    name = "HTTP" if call._method == "_OTHER" else call._method
+    return _SCOPE[0], name, SpanKind.CLIENT, attributes, error_type, error
 
 
 _client: _ClientCalls | None = None

@@ -19,13 +19,14 @@ from time import perf_counter
 from typing import Any, Final
 
 from opentelemetry.metrics import Histogram, MeterProvider
-from opentelemetry.trace import TracerProvider
+from opentelemetry.trace import SpanKind, TracerProvider
 
 from otel_setup._fastmetrics import histogram as fast_histogram
 from otel_setup._fastmetrics import values_recorder
 from otel_setup._integrations._semconv import DB_OPERATION_ATTRIBUTES
 from otel_setup._integrations.cache import CacheCounter
-from otel_setup._sampling import in_unsampled_span, unsampled_children_dropped
+from otel_setup._keep import BufferingRoot, Built, buffer
+from otel_setup._sampling import unsampled_children_dropped, unsampled_current_span
 from otel_setup.version import __version__
 
 __all__ = ["instrument_redis", "uninstrument_redis"]
@@ -79,6 +80,18 @@ def _command(commands: _Commands, name: Any) -> tuple[str | None, tuple[Any, ...
     return operation, values
 
 
+def _command_span(instance: Any, operation: str | None, error: BaseException | None) -> Built:
+    """A Redis command of an unsampled request that is kept: the stable attributes, named as contrib names it."""
+    attributes = _client_attributes(instance)
+    name = operation or "redis"
+    if operation:
+        attributes["db.operation.name"] = operation
+    error_type = None
+    if error is not None:
+        error_type = attributes["error.type"] = type(error).__qualname__
+    return _SCOPE_NAME, name, SpanKind.CLIENT, attributes, error_type, error if isinstance(error, Exception) else None
+
+
 def _command_wrapper(
     duration: Histogram, pipeline: bool, is_async: bool, cache: CacheCounter | None = None, bypass: bool = False
 ) -> Callable[..., Any]:
@@ -86,10 +99,16 @@ def _command_wrapper(
     record = values_recorder(duration, _DURATION_ATTRIBUTES)
 
     def measure(
-        instance: Any, args: tuple[Any, ...], start: float, error: BaseException | None, result: Any = None
+        instance: Any,
+        args: tuple[Any, ...],
+        start: float,
+        error: BaseException | None,
+        result: Any = None,
+        root: Any = None,
     ) -> None:
         try:
-            elapsed = perf_counter() - start
+            ended = perf_counter()
+            elapsed = ended - start
             commands = _commands(instance)
             name = "PIPELINE" if pipeline else (args[0] if args else None)
             entry = commands.get(name)
@@ -99,6 +118,8 @@ def _command_wrapper(
             if error is not None:
                 values = (*values[:-1], type(error).__qualname__)
             record(elapsed, values)
+            if root is not None and root.__class__ is BufferingRoot:  # contrib's span was skipped: buffered instead
+                buffer(root, (start, ended, 0, _command_span, (instance, operation, error)))
             # --- cache hit/miss and the cache log (see cache.py): successful single commands only
             if cache is not None and error is None and not pipeline and operation is not None:
                 cache.observe(operation, args, result, elapsed)
@@ -108,29 +129,31 @@ def _command_wrapper(
     if is_async:
 
         async def async_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            if bypass and in_unsampled_span():
+            root = unsampled_current_span() if bypass else None
+            if root is not None:
                 wrapped = wrapped.__wrapped__
             start = perf_counter()
             try:
                 result = await wrapped(*args, **kwargs)
             except BaseException as exc:
-                measure(instance, args, start, exc)
+                measure(instance, args, start, exc, None, root)
                 raise
-            measure(instance, args, start, None, result)
+            measure(instance, args, start, None, result, root)
             return result
 
         return async_wrapper
 
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if bypass and in_unsampled_span():
+        root = unsampled_current_span() if bypass else None
+        if root is not None:
             wrapped = wrapped.__wrapped__
         start = perf_counter()
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
-            measure(instance, args, start, exc)
+            measure(instance, args, start, exc, None, root)
             raise
-        measure(instance, args, start, None, result)
+        measure(instance, args, start, None, result, root)
         return result
 
     return wrapper

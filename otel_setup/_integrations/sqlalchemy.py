@@ -46,6 +46,7 @@ from otel_setup._fastmetrics import histogram as fast_histogram
 from otel_setup._fastmetrics import values_recorder
 from otel_setup._integrations import calllog
 from otel_setup._integrations._semconv import DB_OPERATION_ATTRIBUTES
+from otel_setup._keep import TEXT_CAP, BufferingRoot, Built, buffer, capped_text
 from otel_setup._redaction import redact_text
 from otel_setup._sampling import unsampled_children_dropped, unsampled_current_span
 from otel_setup._spans import record_error
@@ -249,7 +250,7 @@ class _Listeners:
 
         return do_execute
 
-    def start(self, context: Any, statement: str) -> tuple[Any, float, _Plan] | None:
+    def start(self, context: Any, statement: str) -> tuple[Any, float, _Plan, str] | None:
         try:
             connection = context.root_connection
             if "dispatch" not in vars(connection):
@@ -268,17 +269,18 @@ class _Listeners:
                     span.set_attribute("db.query.text", redact_text(statement))
             # else: inside an unsampled request the SDK would return a non-recording span;
             # the request's own carries the same trace id for the query's log line.
-            return span, perf_counter(), plan
+            return span, perf_counter(), plan, statement
         except Exception:  # noqa: BLE001 - never break a query for telemetry
             _log.debug("otel_setup: sqlalchemy execute start failed", exc_info=True)
             return None
 
     def end(
-        self, state: tuple[Any, float, _Plan], error: BaseException | None, cursor: Any, record: bool = True
+        self, state: tuple[Any, float, _Plan, str], error: BaseException | None, cursor: Any, record: bool = True
     ) -> None:
         try:
-            span, start, plan = state
-            elapsed = perf_counter() - start
+            span, start, plan, statement = state
+            ended = perf_counter()
+            elapsed = ended - start
             values = plan.values
             attributes = plan.metric_attributes
             recording = span.is_recording()
@@ -293,6 +295,10 @@ class _Listeners:
                 self.record(elapsed, values)
             if recording:  # ours: the request's span is never recording here
                 span.end()
+            elif span.__class__ is BufferingRoot:  # an unsampled request: kept only if it fails or is slow
+                if len(statement) > TEXT_CAP:
+                    statement = capped_text(statement, redact_text)
+                buffer(span, (start, ended, 0, _query_span, (plan, statement, error)))
             if not record:
                 return
             if elapsed >= self.slow_seconds:
@@ -308,6 +314,18 @@ class _Listeners:
             for name in _EXECUTE_METHODS:
                 vars(dialect).pop(name, None)
         self.dialects.clear()
+
+
+def _query_span(plan: _Plan, statement: str, error: BaseException | None) -> Built:
+    """The attributes a sampled query's span gets, for a buffered one that is kept."""
+    attributes = {**plan.engine_attributes, "db.operation.name": plan.info.operation}
+    if plan.info.table:
+        attributes["db.collection.name"] = plan.info.table
+    attributes["db.query.text"] = redact_text(statement)
+    error_type = None
+    if error is not None:
+        error_type = attributes["error.type"] = type(error).__qualname__
+    return _SCOPE_NAME, plan.span_name, SpanKind.CLIENT, attributes, error_type, error
 
 
 def _log_query(
