@@ -281,3 +281,50 @@ def test_promtool_accepts_the_prometheus_config(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _dockerfile_stages(path: Path) -> dict[str, tuple[str, list[str]]]:
+    """Stage name -> (its FROM image or stage, its instructions)."""
+    stages: dict[str, tuple[str, list[str]]] = {}
+    current: list[str] = []
+    for raw_line in path.read_text(encoding="utf-8").replace("\\\n", " ").splitlines():
+        line = raw_line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = re.fullmatch(r"FROM\s+(\S+)(?:\s+AS\s+(\S+))?", line, re.IGNORECASE)
+        if match:
+            current = []
+            stages[match.group(2) or match.group(1)] = (match.group(1), current)
+        else:
+            current.append(line)
+    return stages
+
+
+def test_the_collector_image_is_built_per_environment_from_the_tested_manifest() -> None:
+    """dev/staging/prod run collector/builder.yaml's distribution; datadog the upstream image of that release."""
+    manifest = yaml.safe_load((REPO / "collector" / "builder.yaml").read_text(encoding="utf-8"))
+    release = manifest["dist"]["version"]
+    assert dotenv()["OTELCOL_VERSION"] == release
+    dockerfile = REPO / "collector" / "Dockerfile"
+    text = dockerfile.read_text(encoding="utf-8")
+    assert f"ARG OTELCOL_VERSION={release}\n" in text
+    stages = _dockerfile_stages(dockerfile)
+    build_steps = " ".join(stages["build"][1])
+    assert "COPY collector/builder.yaml builder.yaml" in build_steps
+    assert 'go install "go.opentelemetry.io/collector/cmd/builder@v${OTELCOL_VERSION}"' in build_steps
+    assert "builder --config builder.yaml --skip-strict-versioning=false" in build_steps
+    assert f"{manifest['dist']['output_path'].lstrip('./')}/{manifest['dist']['name']}" in build_steps
+    assert "COPY --from=build /otelcol /otelcol" in stages["otel-setup"][1]
+    for collector_env in COLLECTOR_ENVS:
+        base, _ = stages[collector_env]
+        if collector_env == "datadog":
+            assert base == "otel/opentelemetry-collector-contrib:${OTELCOL_VERSION}"
+        else:
+            assert base == "otel-setup", collector_env
+        result = _docker_compose("config", extra={"COLLECTOR_ENV": collector_env})
+        assert result.returncode == 0, result.stderr
+        build = yaml.safe_load(result.stdout)["services"]["collector"]["build"]
+        assert build["target"] == collector_env
+        assert Path(build["context"]).resolve() == REPO
+        assert build["dockerfile"] == "collector/Dockerfile"
+        assert build["args"] == {"OTELCOL_VERSION": release}
