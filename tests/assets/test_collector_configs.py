@@ -592,7 +592,10 @@ def test_collector_version_is_pinned_once() -> None:
     assert re.fullmatch(r"\d+\.\d+\.\d+", version)
     assert tuple(int(part) for part in version.split(".")) >= (0, 144, 0), "configs use post-v0.144 names"
     compose = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
-    assert compose["services"]["collector"]["image"] == "otel/opentelemetry-collector-contrib:${OTELCOL_VERSION}"
+    collector = compose["services"]["collector"]
+    # Built from collector/Dockerfile at that release (tests/assets/test_compose.py holds the stages).
+    assert collector["image"] == "otel-setup-collector:${OTELCOL_VERSION}-${COLLECTOR_ENV}"
+    assert collector["build"]["args"] == {"OTELCOL_VERSION": "${OTELCOL_VERSION}"}
     for container in k8s_collector_containers().values():
         assert container["image"] == f"otel/opentelemetry-collector-contrib:{version}"
 
