@@ -215,9 +215,9 @@ def run_inproc(
                 per_round[name].append(statistics.median(reply["thread_ns"]) / 1000)
                 others = [p - t for p, t in zip(reply["process_ns"], reply["thread_ns"], strict=True)]
                 background[name].append(statistics.median(others) / 1000)
-                # Whole process over the round (sums, not medians): the export thread wakes about
+                # Whole process over the round (the mean, not the median): the export thread wakes about
                 # once a second, so a median batch would mostly miss it.
-                whole[name].append(sum(reply["process_ns"]) / (requests * len(reply["process_ns"])) / 1000)
+                whole[name].append(statistics.fmean(reply["process_ns"]) / 1000)
             print(
                 f"  round {index + 1}/{rounds}: " + ", ".join(f"{m} {per_round[m][-1]:.0f}" for m in modes), flush=True
             )

@@ -401,3 +401,33 @@ def test_the_gateway_tail_sampler_agrees_with_the_app() -> None:
     kept = policies["keep-what-the-app-kept"]
     assert kept["type"] == "string_attribute"
     assert kept["string_attribute"] == {"key": "otel_setup.kept", "values": ["error", "slow"]}
+
+
+def test_buffered_memory_is_bounded_whatever_the_burst() -> None:
+    """Long statements from thousands of requests in flight: held memory stays under the caps' product."""
+    import tracemalloc
+
+    from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+
+    from otel_setup._redaction import redact_text
+
+    def build(text: str) -> _keep.Built:
+        return "test", "SELECT", SpanKind.CLIENT, {"db.query.text": text}, None, None
+
+    roots = [_keep.BufferingRoot(SpanContext(n + 1, n + 1, False, TraceFlags(0))) for n in range(2000)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n, root in enumerate(roots):
+            for call in range(3):
+                text = f"SELECT '{n}-{call}-" + "x" * 20_000 + "'"  # 6,000 calls, 120 MB of statements
+                _keep.buffer(root, (0.0, 1.0, 0, build, (_keep.capped_text(text, redact_text),)))
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert _keep.held() == _keep.MAX_BUFFERED_SPANS
+    assert sum(len(root.records or ()) for root in roots) == _keep.MAX_BUFFERED_SPANS
+    assert grown < _keep.MAX_BUFFERED_SPANS * (_keep.TEXT_CAP + 1024), grown
+    for root in roots:
+        _keep.release(root)
+    assert _keep.held() == 0

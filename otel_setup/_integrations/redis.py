@@ -7,7 +7,10 @@ comes from a thin wrapper placed around contrib's, which sees errors as well.
 The same wrapper sees read replies, from which cache hits and misses are
 counted (see :mod:`otel_setup._integrations.cache`). Inside an unsampled
 request it calls past contrib's wrapper: contrib's span would not be recorded,
-and building it costs more than the command's own client-side work.
+and building it costs more than the command's own client-side work. There it
+buffers the command instead (see :mod:`otel_setup._keep`): should the request
+fail or be slow, the command is exported as an ``otel_setup.redis`` span with
+the stable attributes, under the request's SERVER span.
 """
 
 from __future__ import annotations
