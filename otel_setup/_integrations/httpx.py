@@ -222,20 +222,10 @@ class _ClientCalls:
         return self._textmap_is_w3c
 
     def _request_attributes(self, request: Any, method: str) -> dict[str, Any]:
-        from opentelemetry.util.http import redact_url
-
-        url = request.url
-        attributes: dict[str, Any] = {"http.request.method": method}
+        attributes = _url_attributes(method, request.url)
         original = request.method.strip()
         if original != method:
             attributes["http.request.method_original"] = original
-        attributes["url.full"] = redact_url(str(url))
-        if url.host:
-            attributes["server.address"] = url.host
-            attributes["network.peer.address"] = url.host
-        if url.port:
-            attributes["server.port"] = url.port
-            attributes["network.peer.port"] = url.port
         if self.capture_headers:
             attributes.update(self._headers(request.headers, "http.request.header"))
         return attributes
@@ -341,10 +331,14 @@ class _ClientCall:
 
 
 def _call_attributes(call: _ClientCall) -> dict[str, Any]:
+    return _url_attributes(call._method, call._url)
+
+
+def _url_attributes(method: str, url: Any) -> dict[str, Any]:
+    """A client span's method, redacted ``url.full`` and peer, the same for recorded and kept calls."""
     from opentelemetry.util.http import redact_url
 
-    url = call._url
-    attributes: dict[str, Any] = {"http.request.method": call._method, "url.full": redact_url(str(url))}
+    attributes: dict[str, Any] = {"http.request.method": method, "url.full": redact_url(str(url))}
     if url.host:
         attributes["server.address"] = url.host
         attributes["network.peer.address"] = url.host
