@@ -24,8 +24,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from otel_setup._redaction import Redactor
-from otel_setup._scrubbing import scrub_span
+from otel_setup._security.redaction import Redactor
+from otel_setup._security.scrubbing import scrub_span
 
 
 def _error_text() -> str:

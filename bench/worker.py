@@ -81,7 +81,7 @@ def main() -> None:
     if mode.name.startswith("otel_setup"):
         import otel_setup
 
-        telemetry = otel_setup._configure.active()
+        telemetry = otel_setup._core.configure.active()
         if telemetry is not None:
             telemetry.shutdown(timeout=2.0)
 

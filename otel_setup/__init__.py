@@ -8,9 +8,9 @@ gives the same with no code change.
 
 from __future__ import annotations
 
-from otel_setup._configure import configure
-from otel_setup._errors import OtelSetupConfigError
-from otel_setup._options import (
+from otel_setup._core.configure import configure
+from otel_setup._core.errors import OtelSetupConfigError
+from otel_setup._core.options import (
     CacheLookup,
     CallListener,
     CallRecord,
@@ -23,8 +23,8 @@ from otel_setup._options import (
     SQLAlchemyOptions,
     add_call_listener,
 )
-from otel_setup._telemetry import Telemetry
-from otel_setup._users import ActiveUsers
+from otel_setup._core.telemetry import Telemetry
+from otel_setup._hotpath.users import ActiveUsers
 from otel_setup.health import ReadinessCheck
 from otel_setup.version import __version__
 

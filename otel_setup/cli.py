@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "doctor":
-        from otel_setup._doctor import diagnose, render_text
+        from otel_setup._core.doctor import diagnose, render_text
 
         report = diagnose(args.app, timeout=args.timeout)
         if args.json:

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 # mypy cannot resolve this name through contrib's partial typing; it exists since 0.x.
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 
-from otel_setup._errors import OtelSetupConfigError
+from otel_setup._core.errors import OtelSetupConfigError
 from otel_setup._integrations.contrib import COVERED
 
 __all__ = ["COVERED", "OtelSetupConfigurator", "OtelSetupDistro"]
@@ -52,9 +52,9 @@ class OtelSetupConfigurator:
     """
 
     def configure(self, **kwargs: Any) -> None:
-        from otel_setup._configure import configure
+        from otel_setup._core.configure import configure
+        from otel_setup._core.settings import ON_CONFIG_ERROR_VARIABLE, config_error_policy
         from otel_setup._integrations.fastapi import patch_constructor
-        from otel_setup._settings import ON_CONFIG_ERROR_VARIABLE, config_error_policy
 
         try:
             policy = config_error_policy()

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from otel_setup._telemetry import Telemetry
+    from otel_setup._core.telemetry import Telemetry
 
 __all__ = ["CountingIdGenerator", "OtelCapture", "otel_capture", "otel_capture_options"]
 
@@ -198,7 +198,7 @@ def otel_capture(otel_capture_options: dict[str, Any]) -> Iterator[OtelCapture]:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     from otel_setup import configure
-    from otel_setup._configure import reset
+    from otel_setup._core.configure import reset
 
     reset()
     lines = _Lines(sys.stdout)

@@ -31,7 +31,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(autouse=True)
 def clean_otel() -> Iterator[None]:
     """Every test starts without a configured package and leaves none behind."""
-    from otel_setup._configure import reset
+    from otel_setup._core.configure import reset
 
     reset()
     yield
@@ -41,7 +41,7 @@ def clean_otel() -> Iterator[None]:
 @pytest.fixture
 def otlp_receiver(otlp_receiver: OtlpReceiver) -> Iterator[OtlpReceiver]:
     """The plugin's receiver, outliving the test's telemetry so the final flush lands."""
-    from otel_setup._configure import reset
+    from otel_setup._core.configure import reset
 
     yield otlp_receiver
     reset()

@@ -1,4 +1,4 @@
-"""The metric catalog (otel_setup/_catalog.py) against docs/metrics.md and the running example.
+"""The metric catalog (otel_setup/_core/catalog.py) against docs/metrics.md and the running example.
 
 The example service runs as a child process against the loopback GW2 and AI stand-ins, with its
 spans, logs and metrics pushed to a local OTLP receiver (so the pipeline's own metrics exist),
@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from otel_setup._catalog import CATALOG, SECTIONS, document_sections, markdown_table, render_document
+from otel_setup._core.catalog import CATALOG, SECTIONS, document_sections, markdown_table, render_document
 from tests.assets._promql import catalog as promql_catalog
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +31,7 @@ NOT_FROM_THE_EXAMPLE = {
 
 def test_document_tables_are_generated_from_the_catalog() -> None:
     text = METRICS_MD.read_text(encoding="utf-8")
-    assert text == render_document(text), "regenerate with: python -m otel_setup._catalog docs/metrics.md"
+    assert text == render_document(text), "regenerate with: python -m otel_setup._core.catalog docs/metrics.md"
     assert document_sections(text) == list(SECTIONS), "one catalog block per section, in order"
     assert set(SECTIONS) == {spec.section for spec in CATALOG}
     for key in SECTIONS:
@@ -112,5 +112,5 @@ def test_example_metrics_are_exactly_the_catalog(example_stack: tuple[str, objec
         if seen >= expected or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert not seen - expected, f"emitted but not in otel_setup/_catalog.py: {sorted(seen - expected)}"
+    assert not seen - expected, f"emitted but not in otel_setup/_core/catalog.py: {sorted(seen - expected)}"
     assert not expected - seen, f"in the catalog but the example never produced: {sorted(expected - seen)}"

@@ -302,7 +302,7 @@ def otel_setup_output() -> dict[str, Any]:
 
 def expected_url_query(contrib_value: str) -> str:
     """otel_setup redacts every sensitive query value (``access_token`` included), contrib only a few."""
-    from otel_setup._redaction import redact_query
+    from otel_setup._security.redaction import redact_query
 
     return redact_query(contrib_value)
 

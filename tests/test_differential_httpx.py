@@ -198,7 +198,7 @@ def ours() -> dict[str, Any]:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     import otel_setup
-    from otel_setup._configure import reset
+    from otel_setup._core.configure import reset
 
     telemetry = otel_setup.configure(sampling_ratio=1.0)
     exporter = InMemorySpanExporter()
@@ -308,7 +308,7 @@ def test_no_span_inside_an_unsampled_request_but_context_still_flows() -> None:
     from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
     import otel_setup
-    from otel_setup._configure import reset
+    from otel_setup._core.configure import reset
 
     telemetry = otel_setup.configure(sampling_ratio=0.1)
     exporter = InMemorySpanExporter()
@@ -342,10 +342,10 @@ def test_unsampled_child_headers_equal_the_propagators(
     from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
     import otel_setup
-    from otel_setup._configure import reset
-    from otel_setup._context import holds_only_a_span
+    from otel_setup._core.configure import reset
+    from otel_setup._hotpath.context import holds_only_a_span
     from otel_setup._integrations import httpx as ours
-    from otel_setup._propagation import refuse_propagation
+    from otel_setup._security.propagation import refuse_propagation
 
     monkeypatch.setattr(ours, "getrandbits", lambda bits: 0x1234ABCD)
     telemetry = otel_setup.configure(sampling_ratio=0.1)
@@ -389,7 +389,7 @@ def test_other_propagators_keep_the_propagator_path(monkeypatch: pytest.MonkeyPa
     from opentelemetry.trace import SpanContext, TraceFlags, get_current_span
 
     import otel_setup
-    from otel_setup._configure import reset
+    from otel_setup._core.configure import reset
     from otel_setup._integrations import httpx as ours
 
     class VendorPropagator(TextMapPropagator):

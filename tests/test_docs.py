@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from otel_setup._settings import markdown_table
+from otel_setup._core.settings import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -15,7 +15,7 @@ def test_configuration_table_is_generated_from_the_settings() -> None:
     start = CONFIGURATION.index("<!-- settings:start")
     start = CONFIGURATION.index("\n", start) + 1
     end = CONFIGURATION.index("<!-- settings:end -->")
-    assert CONFIGURATION[start:end] == markdown_table(), "regenerate with: python -m otel_setup._settings"
+    assert CONFIGURATION[start:end] == markdown_table(), "regenerate with: python -m otel_setup._core.settings"
 
 
 def test_quickstart_commands_exist() -> None:

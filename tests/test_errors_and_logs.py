@@ -34,7 +34,7 @@ GW2_KEY = "ABCDEF01-2345-6789-ABCD-EF0123456789ABCDEF01-2345-6789-ABCD-EF0123456
 def ingest() -> Iterator[SentryIngest]:
     server = SentryIngest()
     yield server
-    from otel_setup._configure import reset
+    from otel_setup._core.configure import reset
 
     reset()
     server.stop()
@@ -106,7 +106,7 @@ def test_malformed_dsn_is_a_config_error_that_hides_the_key(monkeypatch: pytest.
         otel_setup.configure()
     assert caught.value.name == "SENTRY_DSN"
     assert "supersecretkey" not in str(caught.value)
-    assert otel_setup._configure.active() is None
+    assert otel_setup._core.configure.active() is None
 
 
 def test_request_error_event_carries_the_otel_ids_and_no_secrets(
@@ -418,7 +418,7 @@ def test_request_log_can_be_switched_off_but_slow_requests_still_warn(capsys: py
 def test_5xx_request_lines_are_errors_and_configurable(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from otel_setup._configure import reset
+    from otel_setup._core.configure import reset
 
     app = make_app()
     otel_setup.configure(app)

@@ -387,7 +387,7 @@ def test_request_span_is_made_current_as_the_context_api_would_and_other_runtime
     from opentelemetry import trace
     from opentelemetry.trace import NonRecordingSpan, SpanContext
 
-    from otel_setup._context import SpanActivation, current_context, runtime_variable
+    from otel_setup._hotpath.context import SpanActivation, current_context, runtime_variable
 
     span = NonRecordingSpan(SpanContext(0x1F, 0x2F, is_remote=False))
     api_attach, api_detach = otel_context.attach, otel_context.detach
@@ -466,7 +466,7 @@ def test_active_requests_count_what_is_in_flight_and_return_to_zero_after_errors
 
 
 def test_in_flight_series_past_the_cardinality_limit_share_the_overflow_series() -> None:
-    from otel_setup._fastmetrics import CARDINALITY_LIMIT, InFlight
+    from otel_setup._hotpath.metrics import CARDINALITY_LIMIT, InFlight
 
     in_flight = InFlight("http.server.active_requests", "{request}", "", ("http.request.method", "url.scheme"))
     for index in range(CARDINALITY_LIMIT):
@@ -485,7 +485,7 @@ def test_in_flight_series_past_the_cardinality_limit_share_the_overflow_series()
 
 
 def test_histogram_series_past_the_cardinality_limit_share_the_overflow_series() -> None:
-    from otel_setup._fastmetrics import CARDINALITY_LIMIT, FastHistogram
+    from otel_setup._hotpath.metrics import CARDINALITY_LIMIT, FastHistogram
 
     histogram = FastHistogram("http.server.request.duration", "s", "", (0.1, 1.0), ("http.route",))
     for index in range(CARDINALITY_LIMIT):

@@ -25,7 +25,8 @@ from fastapi.responses import JSONResponse
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
 import otel_setup
-from otel_setup import OtelSetupConfigError, _keep
+from otel_setup import OtelSetupConfigError
+from otel_setup._hotpath import keep as _keep
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan
 
 _BOUND = TraceIdRatioBased.get_bound_for_rate(0.1)
@@ -374,7 +375,7 @@ def test_openmetrics_exemplars_and_otlp_exemplars_point_at_exported_traces(
 
 
 def test_keep_setting_is_validated_and_documented() -> None:
-    from otel_setup._settings import resolve
+    from otel_setup._core.settings import resolve
 
     assert resolve({}, {}).keep == ("errors", "slow")
     assert resolve({}, {"OTEL_SETUP_KEEP": "slow"}).keep == ("slow",)
@@ -391,7 +392,7 @@ def test_the_gateway_tail_sampler_agrees_with_the_app() -> None:
 
     import yaml
 
-    from otel_setup._settings import SETTINGS
+    from otel_setup._core.settings import SETTINGS
 
     gateway = yaml.safe_load((Path(__file__).parents[1] / "collector" / "gateway.yaml").read_text(encoding="utf-8"))
     policies = {p["name"]: p for p in gateway["processors"]["tail_sampling"]["policies"]}
@@ -409,7 +410,7 @@ def test_buffered_memory_is_bounded_whatever_the_burst() -> None:
 
     from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
-    from otel_setup._redaction import redact_text
+    from otel_setup._security.redaction import redact_text
 
     def build(text: str) -> _keep.Built:
         return "test", "SELECT", SpanKind.CLIENT, {"db.query.text": text}, None, None

@@ -24,7 +24,7 @@ from fastapi import FastAPI, Request
 from google.protobuf import json_format
 
 import otel_setup
-from otel_setup._redaction import REDACTED, Redactor
+from otel_setup._security.redaction import REDACTED, Redactor
 from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.sentry_ingest import SentryIngest
 
@@ -63,7 +63,7 @@ def otlp_text(receiver: OtlpReceiver) -> str:
 def ingest() -> Iterator[SentryIngest]:
     server = SentryIngest()
     yield server
-    from otel_setup._configure import reset
+    from otel_setup._core.configure import reset
 
     reset()
     server.stop()
@@ -206,7 +206,7 @@ def test_record_error_trims_the_stack_trace_after_redacting() -> None:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from otel_setup._spans import record_error
+    from otel_setup._hotpath.spans import record_error
 
     key = gw2_key()
     # The 2,000-character trim of the trace's tail lands inside the key.
@@ -421,7 +421,7 @@ def test_hostile_trace_context_warnings_are_short_and_rate_limited(caplog: pytes
 
 
 def test_trace_context_filter_bounds_and_counts() -> None:
-    from otel_setup._propagation import HostileTraceContextFilter
+    from otel_setup._security.propagation import HostileTraceContextFilter
 
     now = [0.0]
     limiter = HostileTraceContextFilter(per_minute=2, clock=lambda: now[0])

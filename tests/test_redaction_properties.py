@@ -14,7 +14,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from otel_setup._redaction import REDACTED, Redactor
+from otel_setup._security.redaction import REDACTED, Redactor
 
 REDACTOR = Redactor(extra_patterns=[r"acme_[0-9a-f]{24}"], extra_query_parameters=["voucher"], extra_keys=["email"])
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 import otel_setup
-from otel_setup._configure import reset
+from otel_setup._core.configure import reset
 
 
 @pytest.fixture(autouse=True)

@@ -33,14 +33,14 @@ from prometheus_client.parser import text_string_to_metric_families
 import otel_setup
 from examples.standins import ai_api, gw2_api
 from otel_setup import OtelSetupConfigError
-from otel_setup._redaction import (
+from otel_setup._core.settings import resolve
+from otel_setup._security.redaction import (
     DEFAULT_VALUE_PATTERNS,
     REDACTED,
     SENSITIVE_KEY_PATTERN,
     Redactor,
     is_sensitive_key,
 )
-from otel_setup._settings import resolve
 from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.sentry_ingest import SentryIngest
 from tests.test_gw2 import serve
@@ -124,7 +124,7 @@ def test_one_key_rule_for_every_kind_of_name() -> None:
         assert "secretvalue" not in where, where
         assert where.count(REDACTED) == len(QUERY_PARAMETERS) and "lang=en" in where
     # header names and log fields: the same rule
-    from otel_setup._scrubbing import captured_headers
+    from otel_setup._security.scrubbing import captured_headers
 
     headers = [("x-auth-token", "abc123456789"), ("private-token", "def123456789"), ("x-request-id", "r1")]
     captured = captured_headers(headers, frozenset(n for n, _ in headers), "http.request.header", redactor)
@@ -205,7 +205,7 @@ def _assert_clean(where: str, haystack: str, canaries: Canaries) -> None:
 def ingest() -> Iterator[SentryIngest]:
     server = SentryIngest()
     yield server
-    from otel_setup._configure import reset
+    from otel_setup._core.configure import reset
 
     reset()
     server.stop()
@@ -556,7 +556,7 @@ def test_trace_context_goes_only_to_allowed_hosts_and_inbound_baggage_never(
     otlp_receiver: OtlpReceiver,
 ) -> None:
     """Trusted caller with baggage; outbound calls to an internal host, a third party and the AI API."""
-    from otel_setup._propagation import HostPolicy, is_internal_host
+    from otel_setup._security.propagation import HostPolicy, is_internal_host
 
     assert not any(is_internal_host(h) for h in ("api.guildwars2.com", "api.openai.com", "8.8.8.8"))
     assert all(is_internal_host(h) for h in ("127.0.0.1", "localhost", "users", "users.prod.svc", "10.1.2.3"))
@@ -615,7 +615,7 @@ def test_trace_context_never_follows_a_redirect_or_a_second_instrumentation_to_a
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from otel_setup._configure import reset
+    from otel_setup._core.configure import reset
 
     seen: list[tuple[str, str | None]] = []
 
@@ -688,7 +688,7 @@ def test_metrics_token_on_the_app_and_on_the_separate_port() -> None:
     assert asyncio.run(get({"Authorization": "Bearer wrong"})).status_code == 401
     assert asyncio.run(get({"Authorization": f"Basic {token}"})).status_code == 401
     assert asyncio.run(get({"Authorization": f"Bearer {token}"})).status_code == 200
-    from otel_setup._configure import reset
+    from otel_setup._core.configure import reset
 
     reset()
     with socket.socket() as probe:
@@ -726,7 +726,7 @@ def test_security_settings_parse_and_fail_clearly() -> None:
 
 
 def test_a_failing_redact_callback_fails_closed() -> None:
-    from otel_setup._redaction import Redactor
+    from otel_setup._security.redaction import Redactor
 
     def broken(key: str, value: str) -> str:
         raise ValueError("bug")

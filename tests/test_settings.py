@@ -6,7 +6,7 @@ import pytest
 
 import otel_setup
 from otel_setup import OtelSetupConfigError
-from otel_setup._settings import resolve
+from otel_setup._core.settings import resolve
 
 
 def test_precedence_is_argument_then_environment_then_default() -> None:
@@ -20,7 +20,7 @@ def test_precedence_is_argument_then_environment_then_default() -> None:
 
 def test_sampler_arg_alone_changes_the_default_ratio() -> None:
     """The stock SDK ignores OTEL_TRACES_SAMPLER_ARG unless OTEL_TRACES_SAMPLER is set too."""
-    from otel_setup._providers import build_sampler
+    from otel_setup._core.providers import build_sampler
 
     sampler = build_sampler(resolve({}, {"OTEL_TRACES_SAMPLER_ARG": "0.3"}))
     assert "ParentBased" in sampler.get_description()
@@ -83,7 +83,7 @@ def test_bad_environment_value_names_variable_value_and_allowed(
     assert error.value == value
     assert allowed in error.allowed
     assert str(error).startswith(f"{variable}={value!r} is not valid: expected ")
-    assert otel_setup._configure.active() is None, "nothing may be installed after a configuration error"
+    assert otel_setup._core.configure.active() is None, "nothing may be installed after a configuration error"
 
 
 @pytest.mark.parametrize(
@@ -160,7 +160,7 @@ def test_resource_attributes(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_every_setting_is_a_typed_keyword() -> None:
     """Each setting can be passed to configure() with its type known to mypy."""
-    from otel_setup._options import ConfigureOptions
-    from otel_setup._settings import SETTINGS
+    from otel_setup._core.options import ConfigureOptions
+    from otel_setup._core.settings import SETTINGS
 
     assert {s.name for s in SETTINGS} <= set(ConfigureOptions.__annotations__)

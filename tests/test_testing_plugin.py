@@ -62,7 +62,7 @@ def test_each_test_starts_empty(otel_capture):
 
 
 def test_without_the_fixture_nothing_is_configured():
-    from otel_setup._configure import active
+    from otel_setup._core.configure import active
 
     assert active() is None
 """

@@ -18,7 +18,7 @@ import pytest
 from fastapi import FastAPI
 
 import otel_setup
-from otel_setup._users import ActiveUsers, DisabledActiveUsers, window_label
+from otel_setup._hotpath.users import ActiveUsers, DisabledActiveUsers, window_label
 
 
 class Clock:

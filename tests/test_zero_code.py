@@ -187,7 +187,7 @@ def test_contrib_instrumentations_can_be_listed_off_or_switched_off(monkeypatch:
     telemetry = otel_setup.configure()
     assert telemetry.instrumentations["contrib:requests"] == "off: listed in OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
     assert not RequestsInstrumentor().is_instrumented_by_opentelemetry
-    otel_setup._configure.reset()
+    otel_setup._core.configure.reset()
     monkeypatch.delenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS")
     telemetry = otel_setup.configure(contrib_instrumentations=False)
     assert not any(name.startswith("contrib:") for name in telemetry.instrumentations)
@@ -255,7 +255,7 @@ def test_an_unnamed_service_is_told_how_to_name_itself(capfd: pytest.CaptureFixt
     lines = [json.loads(line) for line in capfd.readouterr().out.splitlines()]
     [warning] = [line for line in lines if line["level"] == "warning"]
     assert "service.name is unknown_service; set OTEL_SERVICE_NAME" in warning["event"]
-    otel_setup._configure.reset()
+    otel_setup._core.configure.reset()
     otel_setup.configure(service_name="gw2-api")
     assert not [line for line in capfd.readouterr().out.splitlines() if '"warning"' in line]
 

@@ -28,10 +28,10 @@ from typing import Any, Final
 
 from opentelemetry.metrics import Counter, MeterProvider
 
-from otel_setup._fastmetrics import counter as fast_counter
-from otel_setup._fastmetrics import values_adder
+from otel_setup._core.options import CacheLookup, _call_listeners, emit_call
+from otel_setup._hotpath.metrics import counter as fast_counter
+from otel_setup._hotpath.metrics import values_adder
 from otel_setup._integrations import calllog
-from otel_setup._options import CacheLookup, _call_listeners, emit_call
 from otel_setup.version import __version__
 
 __all__ = ["CacheCounter", "cache_name", "key_hash", "lookup_counts", "write_ttl"]

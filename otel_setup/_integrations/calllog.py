@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
-from otel_setup._options import GenAICall, GW2Call
+from otel_setup._core.options import GenAICall, GW2Call
 
 __all__ = ["CACHE", "DB", "GENAI", "GW2", "CallLog", "genai_fields", "gw2_fields", "set_call_log_level", "span_ids"]
 

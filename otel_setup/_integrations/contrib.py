@@ -48,7 +48,7 @@ def _guard_requests(allows: Callable[[str], bool]) -> Callable[[], None]:
     import requests
     from wrapt import wrap_function_wrapper
 
-    from otel_setup._propagation import refuse_propagation
+    from otel_setup._security.propagation import refuse_propagation
 
     def send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         request = args[0] if args else kwargs.get("request")

@@ -30,14 +30,14 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer, Trac
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from otel_setup._compat import MOUNT_TEMPLATE, disable_native_telemetry, full_route_template
-from otel_setup._context import SpanActivation
-from otel_setup._fastmetrics import FastHistogram, InFlight, LocalMetrics
+from otel_setup._core.providers import DURATION_BUCKETS
+from otel_setup._hotpath.context import SpanActivation
+from otel_setup._hotpath.keep import HELD, KEPT, BufferingRoot, Keeper, release
+from otel_setup._hotpath.metrics import FastHistogram, InFlight, LocalMetrics
+from otel_setup._hotpath.sampling import RootSpans
+from otel_setup._hotpath.spans import record_error
 from otel_setup._integrations.logging import EXCEPTION_SPAN
-from otel_setup._keep import HELD, KEPT, BufferingRoot, Keeper, release
-from otel_setup._providers import DURATION_BUCKETS
-from otel_setup._redaction import redact_query
-from otel_setup._sampling import RootSpans
-from otel_setup._spans import record_error
+from otel_setup._security.redaction import redact_query
 from otel_setup.version import __version__
 
 __all__ = ["ServerHooks", "ServerTelemetryMiddleware", "disable_native_telemetry", "instrument_app", "is_instrumented"]

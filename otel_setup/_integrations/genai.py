@@ -49,7 +49,9 @@ from typing import Any, Final
 from opentelemetry.metrics import Counter, Histogram, MeterProvider, _Gauge
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 
-from otel_setup._errors import OtelSetupConfigError
+from otel_setup._core.errors import OtelSetupConfigError
+from otel_setup._core.options import GenAICall, emit_call
+from otel_setup._hotpath.keep import KeepingTracer
 from otel_setup._integrations import calllog
 from otel_setup._integrations.httpx import (
     add_api_handler,
@@ -59,8 +61,6 @@ from otel_setup._integrations.httpx import (
     remove_api_handler,
     request_attributes,
 )
-from otel_setup._keep import KeepingTracer
-from otel_setup._options import GenAICall, emit_call
 from otel_setup.version import __version__
 
 __all__ = [

@@ -31,6 +31,8 @@ from urllib.parse import urlsplit
 from opentelemetry.metrics import Counter, Histogram, MeterProvider
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 
+from otel_setup._core.options import GW2Call, emit_call
+from otel_setup._hotpath.keep import KeepingTracer
 from otel_setup._integrations import calllog
 from otel_setup._integrations.httpx import (
     add_api_handler,
@@ -40,9 +42,7 @@ from otel_setup._integrations.httpx import (
     remove_api_handler,
     request_attributes,
 )
-from otel_setup._keep import KeepingTracer
-from otel_setup._options import GW2Call, emit_call
-from otel_setup._redaction import redact_query
+from otel_setup._security.redaction import redact_query
 from otel_setup.version import __version__
 
 __all__ = ["GW2_HOST", "endpoint_template", "error_reason", "instrument_gw2", "uninstrument_gw2"]

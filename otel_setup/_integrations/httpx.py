@@ -29,13 +29,13 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from otel_setup._context import SPAN_KEY, current_context, holds_only_a_span
-from otel_setup._fastmetrics import histogram as fast_histogram
-from otel_setup._fastmetrics import values_recorder
-from otel_setup._keep import BufferingRoot, Built, buffer
-from otel_setup._propagation import NO_PROPAGATION, GuardedPropagator, refuse_propagation
-from otel_setup._redaction import DEFAULT_REDACTOR, Redactor
-from otel_setup._sampling import unsampled_children_dropped, unsampled_local
+from otel_setup._hotpath.context import SPAN_KEY, current_context, holds_only_a_span
+from otel_setup._hotpath.keep import BufferingRoot, Built, buffer
+from otel_setup._hotpath.metrics import histogram as fast_histogram
+from otel_setup._hotpath.metrics import values_recorder
+from otel_setup._hotpath.sampling import unsampled_children_dropped, unsampled_local
+from otel_setup._security.propagation import NO_PROPAGATION, GuardedPropagator, refuse_propagation
+from otel_setup._security.redaction import DEFAULT_REDACTOR, Redactor
 from otel_setup.version import __version__
 
 __all__ = [
@@ -231,7 +231,7 @@ class _ClientCalls:
         return attributes
 
     def _headers(self, headers: Any, prefix: str) -> dict[str, Any]:
-        from otel_setup._scrubbing import captured_headers
+        from otel_setup._security.scrubbing import captured_headers
 
         return captured_headers(_pairs(headers), self.capture_headers, prefix, self.redactor)
 
@@ -417,7 +417,7 @@ def add_api_handler(handler: ApiHandler) -> None:
 
 
 def set_propagation_policy(allows: Callable[[str], bool] | None) -> None:
-    """Send trace context only to hosts ``allows`` accepts (see ``otel_setup._propagation``)."""
+    """Send trace context only to hosts ``allows`` accepts (see ``otel_setup._security.propagation``)."""
     global _propagation_allows
     _propagation_allows = allows
     if allows is not None:

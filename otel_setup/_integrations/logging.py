@@ -28,7 +28,7 @@ from typing import Any, Final
 import structlog
 from opentelemetry import trace
 
-from otel_setup._redaction import DEFAULT_REDACTOR, Redactor
+from otel_setup._security.redaction import DEFAULT_REDACTOR, Redactor
 
 __all__ = [
     "FastJsonLine",

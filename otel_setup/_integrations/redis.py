@@ -8,7 +8,7 @@ The same wrapper sees read replies, from which cache hits and misses are
 counted (see :mod:`otel_setup._integrations.cache`). Inside an unsampled
 request it calls past contrib's wrapper: contrib's span would not be recorded,
 and building it costs more than the command's own client-side work. There it
-buffers the command instead (see :mod:`otel_setup._keep`): should the request
+buffers the command instead (see :mod:`otel_setup._hotpath.keep`): should the request
 fail or be slow, the command is exported as an ``otel_setup.redis`` span with
 the stable attributes, under the request's SERVER span.
 """
@@ -24,12 +24,12 @@ from typing import Any, Final
 from opentelemetry.metrics import Histogram, MeterProvider
 from opentelemetry.trace import SpanKind, TracerProvider
 
-from otel_setup._fastmetrics import histogram as fast_histogram
-from otel_setup._fastmetrics import values_recorder
+from otel_setup._hotpath.keep import BufferingRoot, Built, buffer
+from otel_setup._hotpath.metrics import histogram as fast_histogram
+from otel_setup._hotpath.metrics import values_recorder
+from otel_setup._hotpath.sampling import unsampled_children_dropped, unsampled_current_span
 from otel_setup._integrations._semconv import DB_OPERATION_ATTRIBUTES
 from otel_setup._integrations.cache import CacheCounter
-from otel_setup._keep import BufferingRoot, Built, buffer
-from otel_setup._sampling import unsampled_children_dropped, unsampled_current_span
 from otel_setup.version import __version__
 
 __all__ = ["instrument_redis", "uninstrument_redis"]

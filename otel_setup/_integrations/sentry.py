@@ -29,8 +29,8 @@ from sentry_sdk.scope import use_isolation_scope
 from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
 from sentry_sdk.utils import BadDsn, Dsn
 
-from otel_setup._errors import OtelSetupConfigError
-from otel_setup._redaction import DEFAULT_REDACTOR, Redactor
+from otel_setup._core.errors import OtelSetupConfigError
+from otel_setup._security.redaction import DEFAULT_REDACTOR, Redactor
 
 __all__ = ["SentryBridge", "validate_dsn"]
 

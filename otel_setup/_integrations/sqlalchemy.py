@@ -42,14 +42,14 @@ from typing import Any, Final, NamedTuple
 from opentelemetry.metrics import Histogram, MeterProvider
 from opentelemetry.trace import SpanKind, Tracer, TracerProvider
 
-from otel_setup._fastmetrics import histogram as fast_histogram
-from otel_setup._fastmetrics import values_recorder
+from otel_setup._hotpath.keep import TEXT_CAP, BufferingRoot, Built, buffer, capped_text
+from otel_setup._hotpath.metrics import histogram as fast_histogram
+from otel_setup._hotpath.metrics import values_recorder
+from otel_setup._hotpath.sampling import unsampled_children_dropped, unsampled_current_span
+from otel_setup._hotpath.spans import record_error
 from otel_setup._integrations import calllog
 from otel_setup._integrations._semconv import DB_OPERATION_ATTRIBUTES
-from otel_setup._keep import TEXT_CAP, BufferingRoot, Built, buffer, capped_text
-from otel_setup._redaction import redact_text
-from otel_setup._sampling import unsampled_children_dropped, unsampled_current_span
-from otel_setup._spans import record_error
+from otel_setup._security.redaction import redact_text
 from otel_setup.version import __version__
 
 __all__ = ["Statement", "instrument_sqlalchemy", "statement_info", "strip_literals", "uninstrument_sqlalchemy"]

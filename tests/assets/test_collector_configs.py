@@ -15,8 +15,6 @@ test_collector_binary.py checks that merge against the collector's own
 from __future__ import annotations
 
 import copy
-import importlib
-import importlib.util
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -351,25 +349,13 @@ TEST_ENV: dict[str, str] = {
     "DD_SITE": "datadoghq.eu",
 }
 
-# Used only until otel_setup._redaction exists; then the package's table wins.
-FALLBACK_VALUE_PATTERNS: tuple[tuple[str, str], ...] = (
-    (
-        "gw2_key",
-        r"[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{20}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}",
-    ),
-    ("jwt", r"eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{10,}"),
-    ("openai_key", r"sk-(proj-)?[A-Za-z0-9_-]{20,}"),
-    ("bearer", r"(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}"),
-)
 
-
+# Used only until otel_setup._security.redaction exists; then the package's table wins.
 def package_value_patterns() -> tuple[tuple[str, str], ...]:
-    """The package's redaction table, or the fallback while the module does not exist."""
-    if importlib.util.find_spec("otel_setup") is None or importlib.util.find_spec("otel_setup._redaction") is None:
-        return FALLBACK_VALUE_PATTERNS
-    # The module exists: import errors must fail the test, not hide behind the fallback.
-    module = importlib.import_module("otel_setup._redaction")
-    return tuple(module.DEFAULT_VALUE_PATTERNS)
+    """The package's redaction table: the collector must block every value pattern the app redacts."""
+    from otel_setup._security.redaction import DEFAULT_VALUE_PATTERNS
+
+    return tuple(DEFAULT_VALUE_PATTERNS)
 
 
 def options_for(stack: str) -> LintOptions:

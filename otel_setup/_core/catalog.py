@@ -1,7 +1,7 @@
 """Every metric the package emits, declared once: name, instrument, unit, attributes, meaning.
 
 The tables of ``docs/metrics.md`` are rendered from :data:`CATALOG`
-(``python -m otel_setup._catalog docs/metrics.md`` rewrites them in place), and
+(``python -m otel_setup._core.catalog docs/metrics.md`` rewrites them in place), and
 the tests hold both ends: the document must equal the rendering, and the
 example service's ``/metrics`` must show exactly the Prometheus names of the
 entries it can produce. A new instrument without an entry, or an entry nothing

@@ -11,8 +11,8 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags, Tracer
 
-from otel_setup._context import SPAN_KEY, current_context
-from otel_setup._keep import BufferingRoot
+from otel_setup._hotpath.context import SPAN_KEY, current_context
+from otel_setup._hotpath.keep import BufferingRoot
 
 __all__ = [
     "PresetIdGenerator",
@@ -69,7 +69,7 @@ class RootSpans:
     ) -> None:
         self._sampler = sampler
         self._ids = ids
-        # Unsampled roots that collect their calls' records (see otel_setup._keep).
+        # Unsampled roots that collect their calls' records (see otel_setup._hotpath.keep).
         self._unsampled: type[NonRecordingSpan] = BufferingRoot if buffering else NonRecordingSpan
         # For the ratio samplers (the default), a root's decision is the SDK's
         # rule on the trace id's low 64 bits; applying it here skips building

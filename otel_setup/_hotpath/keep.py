@@ -1,7 +1,7 @@
 """Whole traces for failing and slow requests that head sampling left out.
 
 Nine requests in ten are not sampled, and their SERVER span is a
-non-recording one (see :mod:`otel_setup._sampling`). With keeping on (the
+non-recording one (see :mod:`otel_setup._hotpath.sampling`). With keeping on (the
 default, ``OTEL_SETUP_KEEP=errors,slow``) that span is a :class:`BufferingRoot`:
 the package's own client hooks (SQLAlchemy, Redis, httpx, GW2, GenAI) append
 one lightweight record per call to it (timings, the span id already sent
@@ -44,9 +44,9 @@ from opentelemetry.sdk.trace.sampling import Decision, ParentBased, SamplingResu
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import Attributes
 
-from otel_setup._context import SPAN_KEY, current_context
-from otel_setup._fastmetrics import FastCounter
-from otel_setup._spans import record_error
+from otel_setup._hotpath.context import SPAN_KEY, current_context
+from otel_setup._hotpath.metrics import FastCounter
+from otel_setup._hotpath.spans import record_error
 
 __all__ = [
     "HELD",

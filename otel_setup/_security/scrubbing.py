@@ -25,7 +25,7 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, Status
 from opentelemetry.util.types import Attributes
 
-from otel_setup._redaction import REDACTED, Redactor
+from otel_setup._security.redaction import REDACTED, Redactor
 
 __all__ = ["ScrubbingLogExporter", "ScrubbingSpanExporter", "captured_headers", "scrub_metrics", "scrub_span"]
 

@@ -12,8 +12,8 @@ from typing import Any
 from opentelemetry import metrics, trace
 from typing_extensions import Unpack
 
-from otel_setup._errors import OtelSetupConfigError
-from otel_setup._options import (
+from otel_setup._core.errors import OtelSetupConfigError
+from otel_setup._core.options import (
     ConfigureOptions,
     FastAPIOptions,
     HttpxOptions,
@@ -21,11 +21,11 @@ from otel_setup._options import (
     RedisOptions,
     SQLAlchemyOptions,
 )
-from otel_setup._providers import build_providers, build_resource
-from otel_setup._redaction import Redactor
-from otel_setup._runtime import lower_switch_interval
-from otel_setup._settings import INSTRUMENTATIONS, Settings, resolve
-from otel_setup._telemetry import Telemetry
+from otel_setup._core.providers import build_providers, build_resource
+from otel_setup._core.runtime import lower_switch_interval
+from otel_setup._core.settings import INSTRUMENTATIONS, Settings, resolve
+from otel_setup._core.telemetry import Telemetry
+from otel_setup._security.redaction import Redactor
 from otel_setup.health import ReadinessCheck, redis_check, sqlalchemy_check
 
 __all__ = ["active", "configure", "reset"]
@@ -162,13 +162,13 @@ def _build(settings: Settings, features: Mapping[str, Any], app: Any) -> Telemet
     # Whoever instruments httpx (the package, or contrib's instrumentor run earlier by someone
     # else), trace context goes only where the host policy allows.
     from otel_setup._integrations.httpx import instrumented_by_contrib
-    from otel_setup._propagation import HostPolicy, install_propagation_guard
+    from otel_setup._security.propagation import HostPolicy, install_propagation_guard
 
     policy = HostPolicy(settings.propagate_to)
     if states.get("httpx") == "active" or instrumented_by_contrib() or settings.contrib_instrumentations:
         telemetry.add_cleanup(install_propagation_guard(policy))
     _start_runtime_and_contrib(settings, providers, telemetry, None if policy.allow_all else policy.allows)
-    from otel_setup._propagation import install_trace_context_log_limits
+    from otel_setup._security.propagation import install_trace_context_log_limits
 
     # A hostile traceparent/tracestate is echoed in a short prefix, a few lines a minute.
     telemetry.add_cleanup(install_trace_context_log_limits())
@@ -221,7 +221,7 @@ def _start_runtime_and_contrib(
 
 def wiring(telemetry: Telemetry) -> dict[str, Any]:
     """What is on and where each signal goes: the startup line's fields, and ``doctor``'s."""
-    from otel_setup._settings import mask_url
+    from otel_setup._core.settings import mask_url
 
     settings = telemetry.settings
     exporters = telemetry.exporters

@@ -7,7 +7,7 @@ from typing import Final
 
 from opentelemetry.trace import Span, Status, StatusCode
 
-from otel_setup._redaction import redact_text
+from otel_setup._security.redaction import redact_text
 
 __all__ = ["record_error"]
 

@@ -37,19 +37,19 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.sdk.version import __version__ as sdk_version
 
-from otel_setup._fastmetrics import FastCounter, LocalMetrics, attach, merge_into
-from otel_setup._keep import Keeper, KeepingParentBased
-from otel_setup._redaction import DEFAULT_REDACTOR, SDK_LENGTH_FACTOR, Redactor
-from otel_setup._sampling import PresetIdGenerator, RootSpans, unsampled_children_dropped
-from otel_setup._scrubbing import ScrubbingLogExporter, ScrubbingSpanExporter, scrub_metrics
-from otel_setup._selfmetrics import (
+from otel_setup._core.selfmetrics import (
     CountingLogExporter,
     CountingMetricExporter,
     CountingSpanExporter,
     ExportCounters,
     enable_processor_metrics,
 )
-from otel_setup._settings import Settings
+from otel_setup._core.settings import Settings
+from otel_setup._hotpath.keep import Keeper, KeepingParentBased
+from otel_setup._hotpath.metrics import FastCounter, LocalMetrics, attach, merge_into
+from otel_setup._hotpath.sampling import PresetIdGenerator, RootSpans, unsampled_children_dropped
+from otel_setup._security.redaction import DEFAULT_REDACTOR, SDK_LENGTH_FACTOR, Redactor
+from otel_setup._security.scrubbing import ScrubbingLogExporter, ScrubbingSpanExporter, scrub_metrics
 from otel_setup.version import __version__ as _version
 
 __all__ = ["Providers", "build_providers", "build_resource", "build_sampler", "run_within"]
@@ -479,7 +479,7 @@ def build_providers(settings: Settings, resource: Resource, *, redactor: Redacto
         enable_processor_metrics(span_processor, meter_provider, "traces")
         tracer_provider.add_span_processor(span_processor)
     elif traces == "console":
-        from otel_setup._console import TreeSpanExporter
+        from otel_setup._core.console import TreeSpanExporter
 
         # A tree per trace on stderr: stdout keeps one JSON object per line.
         tracer_provider.add_span_processor(

@@ -12,11 +12,11 @@ from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import NoOpTracerProvider, TracerProvider
 
-from otel_setup._metrics_access import metrics_endpoint, start_metrics_server
-from otel_setup._providers import Providers, run_within
-from otel_setup._redaction import DEFAULT_REDACTOR, Redactor
-from otel_setup._settings import Settings
-from otel_setup._users import ActiveUsers, DisabledActiveUsers
+from otel_setup._core.providers import Providers, run_within
+from otel_setup._core.settings import Settings
+from otel_setup._hotpath.users import ActiveUsers, DisabledActiveUsers
+from otel_setup._security.metrics_access import metrics_endpoint, start_metrics_server
+from otel_setup._security.redaction import DEFAULT_REDACTOR, Redactor
 from otel_setup.health import Readiness, ReadinessCheck, health_endpoint, ready_endpoint
 
 __all__ = ["Telemetry"]
@@ -96,7 +96,7 @@ class Telemetry:
     def exporters(self) -> dict[str, tuple[str, ...]]:
         return dict(self._providers.exporters) if self._providers else {}
 
-    # --- active users (otel_setup/_users.py) -------------------------------
+    # --- active users (otel_setup/_hotpath/users.py) -------------------------------
 
     _users: ActiveUsers | None = None
 
@@ -183,7 +183,7 @@ class Telemetry:
         allowed: frozenset[str] = self.settings.capture_headers["server"]
         if not allowed:
             return None
-        from otel_setup._scrubbing import captured_headers
+        from otel_setup._security.scrubbing import captured_headers
 
         redactor = self.redactor
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from otel_setup._errors import OtelSetupConfigError
+from otel_setup._core.errors import OtelSetupConfigError
 
 __all__ = ["SUPPORTED", "Report", "diagnose", "render_text"]
 
@@ -242,7 +242,7 @@ def _endpoints(report: Report, settings: Any, timeout: float) -> None:
             ok, detail = _tcp(parts.hostname or "", parts.port or 4317, timeout)
         else:
             ok, detail = _post_empty_export(url, settings.otlp_headers, timeout)
-        from otel_setup._settings import mask_url
+        from otel_setup._core.settings import mask_url
 
         report.endpoints.append(Check(f"otlp {signal}", mask_url(url), ok, detail))
         if not ok:
@@ -275,8 +275,8 @@ def _load_app(spec: str) -> Any:
 def diagnose(app: str | None = None, *, timeout: float = 1.5) -> Report:
     """Configure (or import ``app``), inspect, probe, reset. Never leaves telemetry running."""
     from otel_setup import configure
-    from otel_setup._configure import active, reset
-    from otel_setup._settings import SETTINGS, resolve
+    from otel_setup._core.configure import active, reset
+    from otel_setup._core.settings import SETTINGS, resolve
     from otel_setup.version import __version__
 
     report = Report(app=app, version=__version__)
@@ -335,7 +335,7 @@ _RESOURCE_BACKED: dict[str, str] = {
 
 def _resolved(report: Report, telemetry: Any) -> None:
     """Fill in what an unset setting became (the app's title, the default exporters)."""
-    from otel_setup._configure import wiring
+    from otel_setup._core.configure import wiring
 
     report.wiring = _jsonable(wiring(telemetry))
     attributes = telemetry.resource.attributes
@@ -353,7 +353,7 @@ def _quiet_reset() -> None:
     """Reset without waiting on, or printing, a final export to an endpoint that may be down."""
     import logging
 
-    from otel_setup._configure import active, reset
+    from otel_setup._core.configure import active, reset
 
     previous = logging.root.manager.disable
     logging.disable(logging.CRITICAL)  # the exporters' retry lines and the deadline warning

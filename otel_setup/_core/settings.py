@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from otel_setup._errors import OtelSetupConfigError
+from otel_setup._core.errors import OtelSetupConfigError
 
 __all__ = ["SETTINGS", "Setting", "Settings", "config_error_policy", "resolve"]
 
