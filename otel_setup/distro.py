@@ -12,17 +12,20 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 # mypy cannot resolve this name through contrib's partial typing; it exists since 0.x.
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 
 from otel_setup._core.errors import OtelSetupConfigError
-from otel_setup._integrations.contrib import COVERED
+from otel_setup._integrations.registry import covered
 
 __all__ = ["COVERED", "OtelSetupConfigurator", "OtelSetupDistro"]
 
 _log = logging.getLogger("otel_setup")
+
+COVERED: Final = covered()
+"""Contrib entry points the registry's integrations replace: the wrapper never loads them."""
 
 
 class OtelSetupDistro(BaseDistro):  # type: ignore[misc] # the base resolves to Any for mypy
@@ -67,7 +70,8 @@ class OtelSetupConfigurator:
                 _stop(error)
             _log.error("otel_setup: %s; serving WITHOUT telemetry or probes (%s=warn)", error, ON_CONFIG_ERROR_VARIABLE)
             return
-        if telemetry.instrumentations.get("fastapi") == "active" or not telemetry.enabled:
+        fastapi = telemetry.instrumentations.get("fastapi")
+        if (fastapi is not None and fastapi.active) or not telemetry.enabled:
             patch_constructor(telemetry.instrument_app)
 
 

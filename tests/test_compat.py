@@ -47,7 +47,7 @@ print(json.dumps({
     "spans": [[s.name, s.kind.name, s.parent.span_id if s.parent else None, s.context.span_id] for s in spans],
     "route_series": sum(1 for l in metrics.splitlines() if l.startswith("http_server_request_duration_seconds_count")),
     "db_series": sum(1 for l in metrics.splitlines() if l.startswith("db_client_operation_duration_seconds_count")),
-    "instrumentations": telemetry.instrumentations,
+    "instrumentations": {name: str(status) for name, status in telemetry.instrumentations.items()},
 }))
 """
 

@@ -26,32 +26,20 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from otel_setup._core.errors import OtelSetupConfigError
+from otel_setup._core.integration import IntegrationStatus
+from otel_setup._integrations.registry import INTEGRATIONS
 
 __all__ = ["SUPPORTED", "Report", "diagnose", "render_text"]
 
 # Installed-version ranges the package is tested with (tests/test_compat.py
-# runs the oldest ones, scripts/fastapi-matrix every claimed FastAPI). Outside
-# them an instrumentation may record nothing, or record it differently, without
-# failing.
-SUPPORTED: dict[str, tuple[str, str]] = {
-    # instrumentation -> (distribution, specifier)
-    "fastapi": ("fastapi", ">=0.115.14,<0.166"),
-    "sqlalchemy": ("sqlalchemy", ">=2.0,<2.2"),
-    "redis": ("redis", ">=5,<9"),
-    "httpx": ("httpx", ">=0.27,<1"),
-    "sentry": ("sentry-sdk", ">=2.45,<3"),
-    "logging": ("structlog", ">=24.1,<27"),
-}
+# runs the oldest ones, scripts/fastapi-matrix every claimed FastAPI), as each
+# integration of the registry declares it. Outside them an integration may
+# record nothing, or record it differently, without failing.
+SUPPORTED: dict[str, tuple[str, str]] = {i.name: i.library for i in INTEGRATIONS if i.library is not None}
+"""integration -> (distribution, specifier)"""
 
-
-# instrumentation -> the module it needs, to tell "missing" from "instrumented twice"
-_MODULES: dict[str, str] = {
-    "sqlalchemy": "sqlalchemy",
-    "redis": "redis",
-    "httpx": "httpx",
-    "gw2": "httpx",
-    "genai": "httpx",
-}
+# integration -> the module it needs, to tell "missing" from "instrumented twice"
+_MODULES: dict[str, str] = {i.name: i.module for i in INTEGRATIONS if i.module is not None}
 
 
 def _importable(module: str) -> bool:
@@ -152,10 +140,10 @@ def _versions(report: Report) -> None:
             report.problems.append(f"{name}: {entry['reason']}")
 
 
-def _instrumentation_states(report: Report, states: Mapping[str, str]) -> None:
-    for name, state in states.items():
-        active = state == "active"
-        reason = None if active else state.removeprefix("off: ")
+def _instrumentation_states(report: Report, states: Mapping[str, IntegrationStatus]) -> None:
+    for name, status in states.items():
+        active = status.active
+        reason = status.reason or None
         if (
             reason is not None
             and name in _MODULES

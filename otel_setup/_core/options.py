@@ -134,6 +134,8 @@ class ConfigureOptions(TypedDict, total=False):
     httpx: HttpxOptions | Literal[False] | None
     logging: LoggingOptions | Literal[False] | None
     readiness_checks: Mapping[str, ReadinessCheck]
+    known_apis: Sequence[Any]
+    """Your own upstreams as :class:`~otel_setup.KnownHttpApi` objects (see docs/integrations.md)."""
 
 
 # --- Call records: what the GW2, GenAI and cache integrations saw, for listeners --------------

@@ -297,7 +297,7 @@ def _price_source(value: object, name: str) -> str | Mapping[str, Any] | None:
         if not text:
             return None
         source = text
-    from otel_setup._integrations.genai import load_price_table
+    from otel_setup._integrations.genai_prices import load_price_table
 
     load_price_table(source, name)  # raises OtelSetupConfigError naming ``name``
     return source

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import NoOpTracerProvider, TracerProvider
 
+from otel_setup._core.integration import IntegrationStatus, TelemetryParts
 from otel_setup._core.providers import Providers, run_within
 from otel_setup._core.settings import Settings
 from otel_setup._hotpath.users import ActiveUsers, DisabledActiveUsers
@@ -34,34 +35,39 @@ class Telemetry:
         *,
         excluded_patterns: tuple[Any, ...] = (),
         shutdown_on_lifespan: bool = False,
-        instrumentations: dict[str, str] | None = None,
+        instrumentations: Mapping[str, IntegrationStatus] | None = None,
         redactor: Redactor = DEFAULT_REDACTOR,
+        parts: TelemetryParts | None = None,
     ) -> None:
+        """Built once, by ``configure()``, from what the integrations contributed (``parts``)."""
+        parts = parts or TelemetryParts()
         self.settings = settings
         self.redactor = redactor
         """The runtime redaction table every channel of this handle uses."""
         self._providers = providers
         self.readiness = Readiness(timeout=settings.ready_timeout)
-        self.instrumentations: dict[str, str] = dict(instrumentations or {})
-        """Each instrumentation's state: ``active``, or why it is not."""
+        for name, check in parts.readiness_checks.items():
+            self.readiness.add(name, check)
+        self.instrumentations: dict[str, IntegrationStatus] = dict(instrumentations or {})
+        """Each integration's status (``str()``: ``active``, or ``off: <why>``); contrib ones as ``contrib:<name>``."""
         self._excluded_patterns = excluded_patterns
         self._shutdown_on_lifespan = shutdown_on_lifespan
         self._apps: list[Any] = []
         self._lock = threading.Lock()
         self._shut_down = False
         self._metrics_server: Any | None = None
-        self._cleanups: list[Callable[[], None]] = []
-        self._resets: list[Callable[[], None]] = []
-        self._flush_steps: list[Callable[[float], object]] = []
+        self._cleanups: list[Callable[[], None]] = list(parts.cleanups)
+        self._resets: list[Callable[[], None]] = list(parts.resets)
+        self._flush_steps: list[Callable[[float], object]] = list(parts.flush_steps)
         self._lifespan_flush: tuple[float, float] | None = None  # (started, ended), monotonic
         self.state = ServerState()
         """What the server middleware of every app reads: whether telemetry was shut down."""
-        self._shutdown_steps: list[Callable[[], object]] = []
-        self.request_log: Callable[[str, str | None, int, float, int, int], None] | None = None
-        self.write_waiting_lines: Callable[[], None] | None = None
+        self._shutdown_steps: list[Callable[[], object]] = list(parts.shutdown_steps)
+        self.request_log = parts.request_log
+        self.write_waiting_lines = parts.write_waiting_lines
         """Writes request log lines still waiting for their batch (stdout a pipe or file)."""
-        self.error_reporter: Callable[[BaseException | None, str, str | None, int], None] | None = None
-        self.request_isolation: Callable[[Any], Any] | None = None
+        self.error_reporter = parts.error_reporter
+        self.request_isolation = parts.request_isolation
         """Wraps the app inside the server middleware: one Sentry isolation scope per request."""
 
     # --- what is running -------------------------------------------------
@@ -139,11 +145,11 @@ class Telemetry:
         if any(existing is app for existing in self._apps) or is_instrumented(app):
             return
         self._apps.append(app)
-        if self.instrumentations.get("logging") == "active":
+        if _active(self.instrumentations, "logging"):
             # Servers configure their loggers before importing the app: routed
             # now, their first lines ("Started server process") take our format.
             _route_server_loggers()
-        if self._providers is None or self.instrumentations.get("fastapi") != "active":
+        if self._providers is None or not _active(self.instrumentations, "fastapi"):
             self._add_routes(app)
             if self._providers is None:
                 disable_native_telemetry(app)
@@ -154,7 +160,7 @@ class Telemetry:
         hooks = ServerHooks(
             excluded_paths=frozenset(excluded),
             excluded_patterns=self._excluded_patterns,
-            on_startup=_route_server_loggers if self.instrumentations.get("logging") == "active" else None,
+            on_startup=_route_server_loggers if _active(self.instrumentations, "logging") else None,
             on_shutdown=self.lifespan_ended,
             state=self.state,
             request_log=self.request_log,
@@ -323,6 +329,11 @@ class ServerState:
     def __init__(self) -> None:
         self.shut_down = False
         self.warned = False
+
+
+def _active(statuses: Mapping[str, IntegrationStatus], name: str) -> bool:
+    status = statuses.get(name)
+    return status is not None and status.active
 
 
 def _trust(values: tuple[str, ...]) -> Any:

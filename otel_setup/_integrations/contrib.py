@@ -16,17 +16,17 @@ from importlib.metadata import entry_points
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from otel_setup._core.integration import ACTIVE, IntegrationStatus
+from otel_setup._integrations.registry import covered
+
 __all__ = ["COVERED", "ContribState", "activate_installed"]
 
 _log = logging.getLogger("otel_setup")
 
-# Entry points whose job configure() does: FastAPI through the package's own
-# middleware (which also replaces contrib's ASGI/Starlette ones), its own
-# SQLAlchemy/Redis/httpx hooks, its own log handler, and the process metrics it
-# registers with a process-only selection.
-COVERED: Final = frozenset(
-    {"fastapi", "asgi", "starlette", "sqlalchemy", "redis", "httpx", "logging", "system_metrics"}
-)
+# Entry points whose job configure() does, as each integration of the registry declares
+# (``Integration.replaces``): FastAPI's middleware also replaces contrib's ASGI/Starlette
+# ones, the log handler contrib's logging one, process metrics the system-metrics one.
+COVERED: Final = covered()
 
 
 @dataclass(frozen=True)
@@ -34,13 +34,7 @@ class ContribState:
     """One contrib entry point and what became of it."""
 
     name: str
-    active: bool
-    reason: str = ""
-
-    def __str__(self) -> str:
-        if self.active:
-            return f"active ({self.reason})" if self.reason else "active"
-        return f"off: {self.reason}"
+    status: IntegrationStatus
 
 
 def _guard_requests(allows: Callable[[str], bool]) -> Callable[[], None]:
@@ -100,7 +94,7 @@ def activate_installed(
         if name in COVERED or any(state.name == name for state in states):
             continue
         if name in skipped:
-            states.append(ContribState(name, False, "listed in OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"))
+            states.append(ContribState(name, IntegrationStatus.off("listed in OTEL_PYTHON_DISABLED_INSTRUMENTATIONS")))
             continue
         distribution = entry_point.dist
         conflict = get_dist_dependency_conflicts(distribution) if distribution is not None else None
@@ -110,17 +104,17 @@ def activate_installed(
         try:
             instrumentor = entry_point.load()()
             if instrumentor.is_instrumented_by_opentelemetry:
-                states.append(ContribState(name, True, ""))
+                states.append(ContribState(name, ACTIVE))
                 continue
             instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider, skip_dep_check=True)
         except ModuleNotFoundError:
             continue
         except Exception as error:  # noqa: BLE001 # a broken third-party instrumentation must not stop startup
             _log.warning("otel_setup: contrib instrumentation %s failed: %s", name, type(error).__name__)
-            states.append(ContribState(name, False, f"failed ({type(error).__name__})"))
+            states.append(ContribState(name, IntegrationStatus.off(f"failed ({type(error).__name__})")))
             continue
         if not instrumentor.is_instrumented_by_opentelemetry:
-            states.append(ContribState(name, False, "the instrumentor declined"))
+            states.append(ContribState(name, IntegrationStatus.off("the instrumentor declined")))
             continue
         done.append(instrumentor)
         guard = GUARDED.get(name)
@@ -130,9 +124,9 @@ def activate_installed(
             _log.warning(
                 "otel_setup: %s sends traceparent to every host (OTEL_SETUP_PROPAGATE_TO does not apply)", name
             )
-            states.append(ContribState(name, True, "traceparent to every host"))
+            states.append(ContribState(name, IntegrationStatus.on("traceparent to every host")))
         else:
-            states.append(ContribState(name, True))
+            states.append(ContribState(name, ACTIVE))
 
     def undo() -> None:
         for unguard in guards:

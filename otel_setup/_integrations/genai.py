@@ -37,48 +37,29 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
+from dataclasses import dataclass
 from time import perf_counter
 from typing import Any, Final
 
 from opentelemetry.metrics import Counter, Histogram, MeterProvider, _Gauge
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 
-from otel_setup._core.errors import OtelSetupConfigError
 from otel_setup._core.options import GenAICall, emit_call
 from otel_setup._hotpath.keep import KeepingTracer
 from otel_setup._integrations import calllog
-from otel_setup._integrations.httpx import (
-    add_api_handler,
-    client_duration_histogram,
-    observe_body,
-    protocol_version,
-    remove_api_handler,
-    request_attributes,
-)
+from otel_setup._integrations.genai_body import BodyReader, Result, parse_rate_limits
+from otel_setup._integrations.genai_prices import PriceTable, load_price_table
+from otel_setup._integrations.httpx import client_duration_histogram, protocol_version, request_attributes
+from otel_setup._integrations.httpx_body import observe_body
 from otel_setup.version import __version__
 
-__all__ = [
-    "PriceTable",
-    "instrument_genai",
-    "load_price_table",
-    "parse_duration",
-    "parse_rate_limits",
-    "uninstrument_genai",
-]
+__all__ = ["GenAIApi", "GenAIHandler"]
 
 _log = logging.getLogger("otel_setup")
 _SCOPE_NAME: Final = "otel_setup.genai"
 UNKNOWN: Final = "unknown"
 _MAX_REQUEST_BODY: Final = 8 << 20
-_MAX_RESPONSE_BODY: Final = 8 << 20
-_MAX_ERROR_BODY: Final = 64 << 10
-_MAX_SSE_LINE: Final = 1 << 20
 # Semantic-conventions advisory buckets.
 _DURATION_BUCKETS: Final = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 _TOKEN_BUCKETS: Final = tuple(4**n for n in range(14))  # 1 ... 67,108,864
@@ -95,327 +76,6 @@ _PROVIDERS: Final = {
 _ERROR_CODES: Final = frozenset(
     {"insufficient_quota", "rate_limit_exceeded", "invalid_api_key", "context_length_exceeded", "model_not_found"}
 )
-_RATE_LIMIT_KINDS: Final = ("requests", "tokens")
-
-
-# --- prices ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Price:
-    """USD per token."""
-
-    input: float
-    cached_input: float
-    output: float
-
-
-@dataclass
-class PriceTable:
-    """Model prices; :meth:`match` maps a model string to its entry without guessing."""
-
-    version: str
-    models: dict[str, Price]
-    _matches: dict[str, str | None] = field(default_factory=dict, repr=False)
-
-    def match(self, model: str | None) -> str | None:
-        """The entry for ``model``: the same name, or the name plus a date/version suffix.
-
-        ``gpt-4o-mini-2024-07-18`` is ``gpt-4o-mini``; ``gpt-4o-audio-preview`` is not
-        ``gpt-4o`` (it is priced differently), so it is None.
-        """
-        if not model:
-            return None
-        try:
-            return self._matches[model]
-        except KeyError:
-            pass
-        found: str | None = model if model in self.models else None
-        if found is None:
-            candidates = [
-                name
-                for name in self.models
-                if model.startswith(name + "-") and _is_version_suffix(model[len(name) + 1 :])
-            ]
-            found = max(candidates, key=len) if candidates else None
-        if len(self._matches) < 1024:
-            self._matches[model] = found
-        return found
-
-    def cost(self, key: str, input_tokens: int, cached_tokens: int, output_tokens: int) -> tuple[float, float]:
-        """(input cost, output cost) in USD; cached input is part of ``input_tokens``."""
-        price = self.models[key]
-        cached = min(cached_tokens, input_tokens)
-        return (
-            (input_tokens - cached) * price.input + cached * price.cached_input,
-            output_tokens * price.output,
-        )
-
-
-def _is_version_suffix(text: str) -> bool:
-    if len(text) == 4:
-        return text.isdigit()
-    return len(text) == 10 and text[4] == "-" and text[7] == "-" and text.replace("-", "").isdigit()
-
-
-def _read_table(raw: Any, name: str, shown: object) -> tuple[str, dict[str, Price]]:
-    allowed = (
-        'JSON like {"version": "...", "models": {"gpt-4o-mini": {"input": 0.15, "output": 0.6}}} (USD per 1M tokens)'
-    )
-    if not isinstance(raw, Mapping) or not isinstance(raw.get("models"), Mapping):
-        raise OtelSetupConfigError(name, shown, allowed)
-    per = raw.get("per", 1_000_000)
-    if not isinstance(per, (int, float)) or isinstance(per, bool) or per <= 0:
-        raise OtelSetupConfigError(name, shown, allowed)
-    models: dict[str, Price] = {}
-    for model, entry in raw["models"].items():
-        if not isinstance(model, str) or not isinstance(entry, Mapping):
-            raise OtelSetupConfigError(name, shown, allowed)
-        numbers = {}
-        for kind in ("input", "output", "cached_input"):
-            value = entry.get(kind, entry.get("input") if kind == "cached_input" else None)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise OtelSetupConfigError(name, shown, f"{allowed}; {model!r} lacks a valid {kind!r}")
-            numbers[kind] = float(value) / per
-        models[model] = Price(**numbers)
-    return str(raw.get("version", "custom")), models
-
-
-def load_price_table(override: str | Mapping[str, Any] | None = None, name: str = "genai_prices") -> PriceTable:
-    """The shipped table, with ``override`` (a JSON file path or a mapping) merged over it by model."""
-    shipped = json.loads(resources.files("otel_setup").joinpath("genai_prices.json").read_text(encoding="utf-8"))
-    version, models = _read_table(shipped, "genai_prices.json", "the shipped table")
-    if override is not None:
-        if isinstance(override, Mapping):
-            raw: Any = override
-            shown: object = "<mapping>"
-        else:
-            shown = override
-            try:
-                raw = json.loads(Path(override).read_text(encoding="utf-8"))
-            except (OSError, ValueError) as error:
-                raise OtelSetupConfigError(
-                    name, override, f"a readable JSON price file ({type(error).__name__})"
-                ) from None
-        own_version, own = _read_table(raw, name, shown)
-        models.update(own)
-        version = f"{version}+{own_version}"
-    return PriceTable(version=version, models=models)
-
-
-# --- rate-limit headers ------------------------------------------------------------------
-
-_DURATION_UNITS: Final = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-
-
-def parse_duration(text: str | None) -> float | None:
-    """Seconds from Go-style durations (``6m0s``, ``12ms``, ``1h2m3.5s``) or a plain number.
-
-    Negative, empty or malformed values give None: a gauge is better unset than wrong.
-    """
-    text = (text or "").strip()
-    if not text:
-        return None
-    try:
-        plain = float(text)
-    except ValueError:
-        return _go_duration(text)
-    return plain if plain >= 0 and math.isfinite(plain) else None
-
-
-def _go_duration(text: str) -> float | None:
-    """``<number><unit>`` repeated; any other shape is None."""
-    total, index, length = 0.0, 0, len(text)
-    while index < length:
-        start = index
-        while index < length and (text[index].isdigit() or text[index] == "."):
-            index += 1
-        unit_start = index
-        while index < length and not (text[index].isdigit() or text[index] == "."):
-            index += 1
-        factor = _DURATION_UNITS.get(text[unit_start:index])
-        try:
-            number = float(text[start:unit_start]) if factor is not None else math.nan
-        except ValueError:
-            number = math.nan
-        if math.isnan(number):
-            return None
-        total += number * (factor or 0.0)
-    return total
-
-
-def _count(text: str | None) -> int | None:
-    if text is None:
-        return None
-    try:
-        number = int(text.strip())
-    except ValueError:
-        return None
-    return number if number >= 0 else None
-
-
-def parse_rate_limits(headers: Mapping[str, str]) -> dict[tuple[str, str], float]:
-    """``{("limit"|"remaining"|"reset", "requests"|"tokens"): value}`` for the usable headers only."""
-    found: dict[tuple[str, str], float] = {}
-    for kind in _RATE_LIMIT_KINDS:
-        for measure in ("limit", "remaining"):
-            value = _count(headers.get(f"x-ratelimit-{measure}-{kind}"))
-            if value is not None:
-                found[(measure, kind)] = float(value)
-        reset = parse_duration(headers.get(f"x-ratelimit-reset-{kind}"))
-        if reset is not None:
-            found[("reset", kind)] = reset
-    return found
-
-
-# --- reading the response ----------------------------------------------------------------
-
-
-@dataclass
-class _Result:
-    response_model: str | None = None
-    response_id: str | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    cached_tokens: int | None = None
-    finish_reasons: list[str] = field(default_factory=list)
-    error_code: str | None = None
-    unreadable: bool = False
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
-def _read_usage(result: _Result, usage: Any) -> None:
-    if not isinstance(usage, Mapping):
-        return
-    result.input_tokens = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
-    result.output_tokens = _int(usage.get("completion_tokens", usage.get("output_tokens")))
-    details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
-    if isinstance(details, Mapping):
-        result.cached_tokens = _int(details.get("cached_tokens"))
-
-
-def _read_finish_reasons(result: _Result, body: Mapping[str, Any]) -> None:
-    """Chat's ``choices[].finish_reason``; for a Responses object, its status mapped to the same words."""
-    choices = body.get("choices")
-    if isinstance(choices, list):
-        for choice in choices:
-            reason = choice.get("finish_reason") if isinstance(choice, Mapping) else None
-            if isinstance(reason, str) and reason not in result.finish_reasons and len(result.finish_reasons) < 8:
-                result.finish_reasons.append(reason[:64])
-    status = body.get("status")
-    if body.get("object") == "response" and isinstance(status, str):
-        incomplete = body.get("incomplete_details")
-        reason = incomplete.get("reason") if isinstance(incomplete, Mapping) else None
-        if status == "completed":
-            result.finish_reasons = ["stop"]
-        elif reason == "max_output_tokens":
-            result.finish_reasons = ["length"]
-        elif isinstance(reason, str):
-            result.finish_reasons = [reason[:64]]
-
-
-def _read_object(result: _Result, body: Any) -> None:
-    """A chat completion, a streamed chunk, or a Responses object; content is never read."""
-    if not isinstance(body, Mapping):
-        return
-    model = body.get("model")
-    if isinstance(model, str) and model:
-        result.response_model = model[:256]
-    identifier = body.get("id")
-    if isinstance(identifier, str) and identifier:
-        result.response_id = identifier[:256]
-    _read_finish_reasons(result, body)
-    if "usage" in body:
-        _read_usage(result, body["usage"])
-    error = body.get("error")
-    if isinstance(error, Mapping):
-        code = error.get("code") or error.get("type")
-        if isinstance(code, str):
-            result.error_code = code[:64]
-
-
-class _BodyReader:
-    """Fed raw body chunks; keeps only what usage and finish reasons need, within bounds."""
-
-    def __init__(self, call: _GenAICall, status: int, headers: Any) -> None:
-        self._call = call
-        self._status = status
-        self.result = _Result()
-        content_type = headers.get("content-type", "")
-        self._sse = status == 200 and content_type.startswith("text/event-stream")
-        self._limit = _MAX_RESPONSE_BODY if status < 400 else _MAX_ERROR_BODY
-        encoding = headers.get("content-encoding", "").strip().lower()
-        self._decoder: Any = None
-        if encoding in ("gzip", "deflate"):
-            self._decoder = zlib.decompressobj(wbits=47)  # gzip or zlib header, detected
-        elif encoding not in ("", "identity"):
-            self.result.unreadable = True  # br/zstd: no decoder here; usage stays unknown
-        self._buffer = bytearray()
-        self._size = 0
-
-    def feed(self, chunk: bytes) -> None:
-        if self.result.unreadable or not chunk:
-            return
-        if self._decoder is not None:
-            try:
-                chunk = self._decoder.decompress(chunk, _MAX_RESPONSE_BODY)
-            except zlib.error:
-                self.result.unreadable = True
-                return
-        self._size += len(chunk)
-        if not self._sse:
-            if self._size > self._limit:
-                self.result.unreadable = True
-                self._buffer.clear()
-                return
-            self._buffer += chunk
-            return
-        self._buffer += chunk
-        while True:
-            end = self._buffer.find(b"\n")
-            if end < 0:
-                break
-            line = bytes(self._buffer[:end]).rstrip(b"\r")
-            del self._buffer[: end + 1]
-            self._event_line(line)
-        if len(self._buffer) > _MAX_SSE_LINE:
-            self.result.unreadable = True
-            self._buffer.clear()
-
-    def _event_line(self, line: bytes) -> None:
-        if not line.startswith(b"data:"):
-            return
-        data = line[5:].strip()
-        if not data or data == b"[DONE]":
-            return
-        try:
-            event = json.loads(data)
-        except ValueError:
-            return
-        if not isinstance(event, Mapping):
-            return
-        kind = event.get("type")
-        if isinstance(kind, str) and kind.startswith("response."):
-            # Responses API events; only the final ones carry the usage (and model, status).
-            if kind in ("response.completed", "response.incomplete", "response.failed", "response.created"):
-                _read_object(self.result, event.get("response"))
-            return
-        _read_object(self.result, event)
-
-    def done(self, error: BaseException | None) -> None:
-        if not self._sse and self._buffer and not self.result.unreadable:
-            try:
-                _read_object(self.result, json.loads(bytes(self._buffer)))
-            except ValueError:
-                self.result.unreadable = True
-        elif self._sse and self._buffer:
-            self._event_line(bytes(self._buffer).rstrip(b"\r"))
-        self._buffer.clear()
-        self._call.complete(self._status, self.result, error)
-
 
 # --- the call ------------------------------------------------------------------------------
 
@@ -487,7 +147,7 @@ class _GenAICall:
             if self._span.is_recording():
                 self._span.set_attribute("http.response.status_code", status)
             self._record_rate_limits(response.headers)
-            observe_body(response, _BodyReader(self, status, response.headers))
+            observe_body(response, BodyReader(self, status, response.headers))
         except Exception:  # noqa: BLE001 - never break a request for telemetry
             _log.debug("otel_setup: genai telemetry failed", exc_info=True)
 
@@ -495,7 +155,7 @@ class _GenAICall:
         try:
             self._http_attributes["error.type"] = type(error).__qualname__
             self._instruments.http_duration.record(perf_counter() - self._start, self._http_attributes)
-            self.complete(None, _Result(), error)
+            self.complete(None, Result(), error)
         except Exception:  # noqa: BLE001
             _log.debug("otel_setup: genai telemetry failed", exc_info=True)
 
@@ -510,7 +170,7 @@ class _GenAICall:
         for (measure, kind), value in values.items():
             self._instruments.rate_limits[measure].set(value, {**base, "otel_setup.genai.ratelimit.kind": kind})
 
-    def complete(self, status: int | None, result: _Result, error: BaseException | None) -> None:
+    def complete(self, status: int | None, result: Result, error: BaseException | None) -> None:
         """The body is read (or the call failed): record everything once, end the span."""
         instruments = self._instruments
         duration = perf_counter() - self._start
@@ -558,7 +218,7 @@ class _GenAICall:
         if calllog.GENAI.enabled():
             calllog.GENAI.write("genai call", {**calllog.genai_fields(record), **calllog.span_ids(self._span)})
 
-    def _record_usage(self, result: _Result, metric: dict[str, Any], price_model: str | None) -> float | None:
+    def _record_usage(self, result: Result, metric: dict[str, Any], price_model: str | None) -> float | None:
         """Token histograms and, for a priced model, the cost counter; returns the cost."""
         instruments = self._instruments
         input_tokens, output_tokens = result.input_tokens or 0, result.output_tokens or 0
@@ -580,7 +240,7 @@ class _GenAICall:
 
     def _annotate(
         self,
-        result: _Result,
+        result: Result,
         price_model: str | None,
         cost: float | None,
         usage_reported: bool | None,
@@ -608,7 +268,7 @@ class _GenAICall:
             span.set_status(Status(StatusCode.ERROR))
 
 
-def _error_type(status: int | None, result: _Result, error: BaseException | None) -> str | None:
+def _error_type(status: int | None, result: Result, error: BaseException | None) -> str | None:
     """Exception class, a known upstream error code, or the status code; None on success."""
     if status is None:
         return type(error).__qualname__ if error is not None else "_OTHER"
@@ -683,73 +343,61 @@ class GenAIHandler:
         return _GenAICall(self._instruments, span, http_attributes, metric_attributes, request_model, streamed)
 
 
-_handlers: list[GenAIHandler] = []
+class GenAIApi:
+    """OpenAI-compatible calls on any host, as a :class:`~otel_setup.KnownHttpApi`."""
 
+    name = "genai"
 
-def instrument_genai(
-    *,
-    tracer_provider: TracerProvider,
-    meter_provider: MeterProvider,
-    prices: str | Mapping[str, Any] | None,
-) -> bool:
-    """Returns False when httpx is missing or this ran already."""
-    if _handlers:
-        return False
-    try:
-        import httpx  # noqa: F401
-    except ImportError:
-        return False
-    meter = meter_provider.get_meter(_SCOPE_NAME, __version__)
-    instruments = _Instruments(
-        tracer=KeepingTracer(tracer_provider.get_tracer(_SCOPE_NAME, __version__), _SCOPE_NAME),
-        prices=load_price_table(prices),
-        http_duration=client_duration_histogram(meter_provider),
-        duration=meter.create_histogram(
-            "gen_ai.client.operation.duration",
-            unit="s",
-            description="GenAI operation duration.",
-            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
-        ),
-        tokens=meter.create_histogram(
-            "gen_ai.client.token.usage",
-            unit="{token}",
-            description="Number of input and output tokens used.",
-            explicit_bucket_boundaries_advisory=_TOKEN_BUCKETS,
-        ),
-        cost=meter.create_counter(
-            "otel_setup.genai.cost.usd",
-            unit="{USD}",
-            description="Cost of GenAI calls in US dollars, from the price table (unknown models cost nothing here).",
-        ),
-        requests=meter.create_counter(
-            "otel_setup.genai.requests",
-            unit="{request}",
-            description="GenAI HTTP calls by outcome (rate_limited, insufficient_quota, ...) and price-table model.",
-        ),
-        rate_limits={
-            "limit": meter.create_gauge(
-                "otel_setup.genai.ratelimit.limit",
-                unit="{1}",
-                description="x-ratelimit-limit-* of the last response: requests or tokens allowed per window.",
-            ),
-            "remaining": meter.create_gauge(
-                "otel_setup.genai.ratelimit.remaining",
-                unit="{1}",
-                description="x-ratelimit-remaining-* of the last response.",
-            ),
-            "reset": meter.create_gauge(
-                "otel_setup.genai.ratelimit.reset",
+    def __init__(self, prices: PriceTable | None = None) -> None:
+        self.prices = prices or load_price_table()
+
+    def handler(self, tracer_provider: TracerProvider, meter_provider: MeterProvider) -> GenAIHandler:
+        prices = self.prices
+        meter = meter_provider.get_meter(_SCOPE_NAME, __version__)
+        instruments = _Instruments(
+            tracer=KeepingTracer(tracer_provider.get_tracer(_SCOPE_NAME, __version__), _SCOPE_NAME),
+            prices=prices,
+            http_duration=client_duration_histogram(meter_provider),
+            duration=meter.create_histogram(
+                "gen_ai.client.operation.duration",
                 unit="s",
-                description="x-ratelimit-reset-* of the last response: seconds until the budget is full again.",
+                description="GenAI operation duration.",
+                explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
             ),
-        },
-    )
-    handler = GenAIHandler(instruments)
-    _handlers.append(handler)
-    add_api_handler(handler)
-    return True
-
-
-def uninstrument_genai() -> None:
-    while _handlers:
-        remove_api_handler(_handlers.pop())
+            tokens=meter.create_histogram(
+                "gen_ai.client.token.usage",
+                unit="{token}",
+                description="Number of input and output tokens used.",
+                explicit_bucket_boundaries_advisory=_TOKEN_BUCKETS,
+            ),
+            cost=meter.create_counter(
+                "otel_setup.genai.cost.usd",
+                unit="{USD}",
+                description="Cost of GenAI calls in US dollars, from the price table "
+                "(unknown models cost nothing here).",
+            ),
+            requests=meter.create_counter(
+                "otel_setup.genai.requests",
+                unit="{request}",
+                description="GenAI HTTP calls by outcome (rate_limited, insufficient_quota, ...) "
+                "and price-table model.",
+            ),
+            rate_limits={
+                "limit": meter.create_gauge(
+                    "otel_setup.genai.ratelimit.limit",
+                    unit="{1}",
+                    description="x-ratelimit-limit-* of the last response: requests or tokens allowed per window.",
+                ),
+                "remaining": meter.create_gauge(
+                    "otel_setup.genai.ratelimit.remaining",
+                    unit="{1}",
+                    description="x-ratelimit-remaining-* of the last response.",
+                ),
+                "reset": meter.create_gauge(
+                    "otel_setup.genai.ratelimit.reset",
+                    unit="s",
+                    description="x-ratelimit-reset-* of the last response: seconds until the budget is full again.",
+                ),
+            },
+        )
+        return GenAIHandler(instruments)

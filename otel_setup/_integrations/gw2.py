@@ -23,36 +23,19 @@ are bounded: unknown top-level endpoints become ``/v2/_OTHER``.
 from __future__ import annotations
 
 import json
-import logging
-from time import perf_counter
-from typing import Any, Final
-from urllib.parse import urlsplit
+from typing import Final
 
-from opentelemetry.metrics import Counter, Histogram, MeterProvider
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
+from opentelemetry.trace import Span
 
 from otel_setup._core.options import GW2Call, emit_call
-from otel_setup._hotpath.keep import KeepingTracer
 from otel_setup._integrations import calllog
-from otel_setup._integrations.httpx import (
-    add_api_handler,
-    client_duration_histogram,
-    observe_body,
-    protocol_version,
-    remove_api_handler,
-    request_attributes,
-)
-from otel_setup._security.redaction import redact_query
-from otel_setup.version import __version__
+from otel_setup._integrations.known_api import EndpointApi, EndpointCall
 
-__all__ = ["GW2_HOST", "endpoint_template", "error_reason", "instrument_gw2", "uninstrument_gw2"]
+__all__ = ["GW2_HOST", "GW2Api", "endpoint_template", "error_reason"]
 
-_log = logging.getLogger("otel_setup")
-_SCOPE_NAME: Final = "otel_setup.gw2"
 GW2_HOST: Final = "api.guildwars2.com"
 OTHER: Final = "_OTHER"
 _MAX_SEGMENTS: Final = 6
-_MAX_ERROR_BODY: Final = 4096
 
 # Top-level v2 endpoints (https://api.guildwars2.com/v2). Anything else is ``/v2/_OTHER``,
 # which keeps the label set bounded whatever path the caller builds.
@@ -173,176 +156,32 @@ def error_reason(status: int, body: bytes) -> str | None:
     return "other"
 
 
-class _Instruments:
-    def __init__(self, tracer: Tracer, duration: Histogram, requests: Counter) -> None:
-        self.tracer = tracer
-        self.duration = duration
-        self.requests = requests
+class GW2Api(EndpointApi):
+    """The GW2 API at ``api.guildwars2.com``, and at ``OTEL_SETUP_GW2_API_BASE`` when set."""
 
+    name = "gw2"
+    requests_description = "Requests to the GW2 API by endpoint template and outcome (429: rate limited)."
+    error_body_statuses = frozenset({403})
 
-class _ErrorBody:
-    """Collects a 403 body (bounded), then finishes the call with its reason."""
+    def __init__(self, extra_base: str | None = None) -> None:
+        # The extra base first: a proxy on a shared host is matched before the defaults.
+        super().__init__(*((extra_base,) if extra_base else ()), f"https://{GW2_HOST}", f"http://{GW2_HOST}")
 
-    def __init__(self, call: _GW2Call) -> None:
-        self._call = call
-        self._body = bytearray()
+    def template(self, path: str) -> str:
+        return endpoint_template(path)
 
-    def feed(self, chunk: bytes) -> None:
-        if len(self._body) < _MAX_ERROR_BODY:
-            self._body += chunk[: _MAX_ERROR_BODY - len(self._body)]
+    def error_reason(self, status: int, body: bytes) -> str | None:
+        return error_reason(status, body)
 
-    def done(self, error: BaseException | None) -> None:
-        reason = error_reason(403, bytes(self._body)) if error is None else "other"
-        self._call.complete(403, reason)
-
-
-class _GW2Call:
-    def __init__(self, instruments: _Instruments, span: Span, attributes: dict[str, Any], template: str) -> None:
-        self._instruments = instruments
-        self._span = span
-        self._attributes = attributes  # metric attributes, completed with the response
-        self._template = template
-        self._start = perf_counter()
-        self._duration: float | None = None
-
-    def finish(self, response: Any) -> None:
-        try:
-            status = int(response.status_code)
-            self._duration = perf_counter() - self._start
-            attributes = self._attributes
-            attributes["http.response.status_code"] = status
-            version = protocol_version(response)
-            if version:
-                attributes["network.protocol.version"] = version
-            if status >= 400:
-                attributes["error.type"] = str(status)
-            self._instruments.duration.record(self._duration, attributes)
-            span = self._span
-            if span.is_recording():
-                span.set_attribute("http.response.status_code", status)
-                if version:
-                    span.set_attribute("network.protocol.version", version)
-                if status >= 400:
-                    span.set_attribute("error.type", str(status))
-                    span.set_status(Status(StatusCode.ERROR))
-            if status == 403:
-                observe_body(response, _ErrorBody(self))
-            else:
-                self.complete(status, None)
-        except Exception:  # noqa: BLE001 - never break a request for telemetry
-            _log.debug("otel_setup: gw2 telemetry failed", exc_info=True)
-
-    def fail(self, error: BaseException) -> None:
-        try:
-            self._duration = perf_counter() - self._start
-            error_type = type(error).__qualname__
-            self._attributes["error.type"] = error_type
-            self._instruments.duration.record(self._duration, self._attributes)
-            if self._span.is_recording():
-                self._span.set_attribute("error.type", error_type)
-                self._span.record_exception(error)  # httpx messages carry the URL: redacted by the scrubbing exporter
-                self._span.set_status(Status(StatusCode.ERROR))
-            self.complete(None, None)
-        except Exception:  # noqa: BLE001
-            _log.debug("otel_setup: gw2 telemetry failed", exc_info=True)
-
-    def complete(self, status: int | None, reason: str | None) -> None:
-        counted = {
-            "url.template": self._template,
-            "http.request.method": self._attributes["http.request.method"],
-        }
-        if status is not None:
-            counted["http.response.status_code"] = status
-        if "error.type" in self._attributes:
-            counted["error.type"] = self._attributes["error.type"]
-        if reason is not None:
-            counted["gw2.error.reason"] = reason
-            if self._span.is_recording():
-                self._span.set_attribute("gw2.error.reason", reason)
-        self._instruments.requests.add(1, counted)
-        self._span.end()
+    def completed(self, call: EndpointCall, span: Span) -> None:
         record = GW2Call(
-            endpoint=self._template,
-            method=str(counted["http.request.method"]),
-            status_code=status,
-            error_type=self._attributes.get("error.type"),
-            error_reason=reason,
-            duration_s=self._duration or 0.0,
+            endpoint=call.endpoint,
+            method=call.method,
+            status_code=call.status_code,
+            error_type=call.error_type,
+            error_reason=call.error_reason,
+            duration_s=call.duration_s,
         )
         emit_call(record)
         if calllog.GW2.enabled():
-            calllog.GW2.write("gw2 call", {**calllog.gw2_fields(record), **calllog.span_ids(self._span)})
-
-
-class GW2Handler:
-    """Claims requests to the GW2 hosts; the check is a set lookup on the host."""
-
-    def __init__(self, instruments: _Instruments, extra_base: str | None) -> None:
-        self._instruments = instruments
-        # host -> [(port or None for any, path prefix)]
-        self._bases: dict[str, list[tuple[int | None, str]]] = {GW2_HOST: [(None, "")]}
-        if extra_base:
-            parts = urlsplit(extra_base)
-            host = (parts.hostname or "").lower()
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-            self._bases.setdefault(host, []).insert(0, (port, parts.path.rstrip("/")))
-
-    def begin(self, request: Any) -> _GW2Call | None:
-        url = request.url
-        bases = self._bases.get(url.host)
-        if bases is None:
-            return None
-        path = url.raw_path.partition(b"?")[0].decode("ascii", "replace")  # still encoded: %2F stays in its segment
-        port = url.port or (443 if url.scheme == "https" else 80)
-        for base_port, prefix in bases:
-            if (base_port is None or base_port == port) and path.startswith(prefix):
-                break
-        else:
-            return None
-        template = endpoint_template(path[len(prefix) :])
-        attributes = request_attributes(request)
-        method = attributes["http.request.method"]
-        span_attributes = dict(attributes)
-        span_attributes["url.template"] = template
-        span_attributes["url.scheme"] = url.scheme
-        query = url.query.decode("ascii", "replace") if url.query else ""
-        span_attributes["url.full"] = f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}{prefix}{template}" + (
-            f"?{redact_query(query)}" if query else ""
-        )
-        span = self._instruments.tracer.start_span(
-            f"{method} {template}", kind=SpanKind.CLIENT, attributes=span_attributes
-        )
-        attributes["url.template"] = template
-        return _GW2Call(self._instruments, span, attributes, template)
-
-
-_handlers: list[GW2Handler] = []
-
-
-def instrument_gw2(*, tracer_provider: TracerProvider, meter_provider: MeterProvider, api_base: str | None) -> bool:
-    """Returns False when httpx is missing or this ran already."""
-    if _handlers:
-        return False
-    try:
-        import httpx  # noqa: F401
-    except ImportError:
-        return False
-    meter = meter_provider.get_meter(_SCOPE_NAME, __version__)
-    instruments = _Instruments(
-        tracer=KeepingTracer(tracer_provider.get_tracer(_SCOPE_NAME, __version__), _SCOPE_NAME),
-        duration=client_duration_histogram(meter_provider),
-        requests=meter.create_counter(
-            "gw2.api.requests",
-            unit="{request}",
-            description="Requests to the GW2 API by endpoint template and outcome (429: rate limited).",
-        ),
-    )
-    handler = GW2Handler(instruments, api_base)
-    _handlers.append(handler)
-    add_api_handler(handler)
-    return True
-
-
-def uninstrument_gw2() -> None:
-    while _handlers:
-        remove_api_handler(_handlers.pop())
+            calllog.GW2.write("gw2 call", {**calllog.gw2_fields(record), **calllog.span_ids(span)})

@@ -14,43 +14,35 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
 from random import getrandbits
 from time import perf_counter
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
-from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled, suppress_http_instrumentation
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from otel_setup._hotpath.context import SPAN_KEY, current_context, holds_only_a_span
+from otel_setup._hotpath.context import SPAN_KEY
 from otel_setup._hotpath.keep import BufferingRoot, Built, buffer
 from otel_setup._hotpath.metrics import histogram as fast_histogram
 from otel_setup._hotpath.metrics import values_recorder
 from otel_setup._hotpath.sampling import unsampled_children_dropped, unsampled_local
-from otel_setup._security.propagation import NO_PROPAGATION, GuardedPropagator, refuse_propagation
+from otel_setup._integrations.httpx_transport import set_generic_calls
+from otel_setup._security.propagation import NO_PROPAGATION, GuardedPropagator
 from otel_setup._security.redaction import DEFAULT_REDACTOR, Redactor
 from otel_setup.version import __version__
 
 __all__ = [
-    "ApiCall",
-    "ApiHandler",
-    "BodySink",
-    "add_api_handler",
     "client_duration_histogram",
     "instrument_httpx",
     "instrumented_by_contrib",
-    "observe_body",
     "protocol_version",
-    "remove_api_handler",
     "request_attributes",
-    "set_propagation_policy",
     "uninstrument_httpx",
 ]
 
@@ -94,7 +86,7 @@ def instrument_httpx(
     _client = _ClientCalls(
         tracer_provider, client_duration_histogram(meter_provider), capture_headers, redactor or DEFAULT_REDACTOR
     )
-    _wrap_transports()
+    set_generic_calls(_client)
     _claim_contrib(True)
     return True
 
@@ -126,7 +118,7 @@ def uninstrument_httpx() -> None:
     if _client is not None:
         _claim_contrib(False)
     _client = None
-    _unwrap_if_unused()
+    set_generic_calls(None)
 
 
 def _pairs(headers: Any) -> list[tuple[str, str]]:
@@ -368,296 +360,6 @@ def _failed_call_span(call: _ClientCall, error: BaseException) -> Built:
 
 _client: _ClientCalls | None = None
 _W3C_PROPAGATORS: Final = (TraceContextTextMapPropagator, W3CBaggagePropagator)
-
-
-# --- Known APIs (GW2, OpenAI-compatible): their own client spans -------------------------
-#
-# A generic client span is named after the method only, and its metric attributes cannot
-# carry an endpoint template, so calls to APIs whose paths carry user identifiers (GW2) or
-# whose bodies carry usage (GenAI) are handled by a handler that claims the request instead:
-# one span, not two, no ``traceparent`` sent to a third party, and the duration recorded into
-# the same ``http.client.request.duration`` instrument so that there stays one metric stream
-# (two streams of one name break the Prometheus exposition).
-
-
-class ApiCall(Protocol):
-    """One claimed request in flight; both methods must never raise."""
-
-    def finish(self, response: Any) -> None:
-        """Headers are in; the body may not have been read yet (see :func:`observe_body`)."""
-
-    def fail(self, error: BaseException) -> None:
-        """The transport raised: no response at all."""
-
-
-class ApiHandler(Protocol):
-    def begin(self, request: Any) -> ApiCall | None:
-        """Claim ``request`` (return its call) or leave it to the generic client span (None). Must be cheap."""
-
-
-class BodySink(Protocol):
-    def feed(self, chunk: bytes) -> None:
-        """Raw (still content-encoded) bytes as the caller reads them."""
-
-    def done(self, error: BaseException | None) -> None:
-        """Called once: body fully read and closed, closed early, or failed."""
-
-
-_api_handlers: list[ApiHandler] = []
-_api_wrapped: list[str] = []
-
-
-_propagation_allows: Callable[[str], bool] | None = None
-
-
-def add_api_handler(handler: ApiHandler) -> None:
-    """Route matching requests of every httpx client to ``handler``; wraps the transports once."""
-    _api_handlers.append(handler)
-    _wrap_transports()
-
-
-def set_propagation_policy(allows: Callable[[str], bool] | None) -> None:
-    """Send trace context only to hosts ``allows`` accepts (see ``otel_setup._security.propagation``)."""
-    global _propagation_allows
-    _propagation_allows = allows
-    if allows is not None:
-        _wrap_transports()
-    else:
-        _unwrap_if_unused()
-
-
-def _wrap_transports() -> None:
-    if _api_wrapped:
-        return
-    import httpx
-    from wrapt import wrap_function_wrapper
-
-    wrap_function_wrapper(httpx, "HTTPTransport.handle_request", _sync_wrapper)
-    wrap_function_wrapper(httpx, "AsyncHTTPTransport.handle_async_request", _async_wrapper)
-    _api_wrapped.extend(("HTTPTransport.handle_request", "AsyncHTTPTransport.handle_async_request"))
-
-
-def remove_api_handler(handler: ApiHandler) -> None:
-    """Stop routing to ``handler``; the transports are unwrapped with the last user."""
-    if handler in _api_handlers:
-        _api_handlers.remove(handler)
-    _unwrap_if_unused()
-
-
-def _unwrap_if_unused() -> None:
-    if _api_handlers or _client is not None or _propagation_allows is not None or not _api_wrapped:
-        return
-    import httpx
-    from opentelemetry.instrumentation.utils import unwrap
-
-    for name in _api_wrapped:
-        owner, _, attribute = name.partition(".")
-        unwrap(getattr(httpx, owner), attribute)
-    _api_wrapped.clear()
-
-
-def _start(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ApiCall | None:
-    """The call that observes this request: a known API's, the generic one, a guard, or none."""
-    context = current_context()
-    plain = holds_only_a_span(context)
-    if not plain and not is_http_instrumentation_enabled():
-        return None
-    request: Any = args[0] if args else kwargs.get("request")
-    host = None
-    try:
-        allows = _propagation_allows
-        host = request.url.host
-        allowed = allows is None or (isinstance(host, str) and allows(host))
-    except Exception:  # noqa: BLE001 - never break a request for telemetry
-        _log.debug("otel_setup: httpx propagation policy failed", exc_info=True)
-        allowed = False
-    for handler in _api_handlers:
-        try:
-            call = handler.begin(request)
-        except Exception:  # noqa: BLE001
-            _log.debug("otel_setup: API handler failed to start", exc_info=True)
-            continue
-        if call is not None:
-            # Known APIs never receive trace context, and an instrumentation below
-            # this wrapper (contrib's, run by someone else) must not add a span.
-            _strip_trace_context(request)
-            return _Guarded(call, _SUPPRESS_HTTP)
-    if not allowed:
-        _strip_trace_context(request)  # a redirect's request starts with the previous hop's headers
-    client = _client
-    if client is None:
-        # Contrib's instrumentation is active instead of ours: its inject goes
-        # through the guarded global propagator, which this mark silences.
-        return None if allowed else _Guarded(None, _NO_PROPAGATION)
-    try:
-        return client.start(request, allowed, host, context, plain)
-    except Exception:  # noqa: BLE001
-        _log.debug("otel_setup: httpx telemetry failed to start", exc_info=True)
-        return None
-
-
-def _strip_trace_context(request: Any) -> None:
-    headers = request.headers
-    for name in propagate.get_global_textmap().fields:
-        if name in headers:
-            del headers[name]
-
-
-_SUPPRESS_HTTP: Final = "suppress"
-_NO_PROPAGATION: Final = "no_propagation"
-
-
-class _Guarded:
-    """Runs a request under a context mark: HTTP instrumentation suppressed, or propagation refused."""
-
-    __slots__ = ("_call", "_mark")
-
-    def __init__(self, call: ApiCall | None, mark: str) -> None:
-        self._call = call
-        self._mark = suppress_http_instrumentation() if mark == _SUPPRESS_HTTP else refuse_propagation()
-        self._mark.__enter__()
-
-    def finish(self, response: Any) -> None:
-        self._detach()
-        if self._call is not None:
-            self._call.finish(response)
-
-    def fail(self, error: BaseException) -> None:
-        self._detach()
-        if self._call is not None:
-            self._call.fail(error)
-
-    def _detach(self) -> None:
-        try:
-            self._mark.__exit__(None, None, None)
-        except Exception:  # noqa: BLE001 - a context switched under us must not break the call
-            _log.debug("otel_setup: httpx context detach failed", exc_info=True)
-
-
-def _sync_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    call = _start(args, kwargs)
-    if call is None:
-        return wrapped(*args, **kwargs)
-    try:
-        response = wrapped(*args, **kwargs)
-    except BaseException as error:
-        call.fail(error)
-        raise
-    call.finish(response)
-    return response
-
-
-async def _async_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    call = _start(args, kwargs)
-    if call is None:
-        return await wrapped(*args, **kwargs)
-    try:
-        response = await wrapped(*args, **kwargs)
-    except BaseException as error:
-        call.fail(error)
-        raise
-    call.finish(response)
-    return response
-
-
-class _Observer:
-    """Passes a response body through unchanged while a sink sees each chunk and the end."""
-
-    def __init__(self, inner: Any, sink: BodySink) -> None:
-        self.inner = inner
-        self._sink = sink
-        self._ended = False
-
-    def feed(self, chunk: bytes) -> None:
-        try:
-            self._sink.feed(chunk)
-        except Exception:  # noqa: BLE001 - never break a request for telemetry
-            _log.debug("otel_setup: body observer failed", exc_info=True)
-
-    def end(self, error: BaseException | None) -> None:
-        if self._ended:
-            return
-        self._ended = True
-        try:
-            self._sink.done(error)
-        except Exception:  # noqa: BLE001
-            _log.debug("otel_setup: body observer failed", exc_info=True)
-
-
-_stream_types: tuple[type, type] | None = None
-
-
-def _observed_stream_types() -> tuple[type, type]:
-    """Subclasses of httpx's stream bases (httpx checks them), built on first use only."""
-    global _stream_types
-    if _stream_types is not None:
-        return _stream_types
-    import httpx
-
-    class SyncObserved(httpx.SyncByteStream):
-        def __init__(self, observer: _Observer) -> None:
-            self._observer = observer
-
-        def __iter__(self) -> Iterator[bytes]:
-            observer = self._observer
-            try:
-                for chunk in observer.inner:
-                    observer.feed(chunk)
-                    yield chunk
-            except GeneratorExit:
-                raise
-            except BaseException as error:
-                observer.end(error)
-                raise
-
-        def close(self) -> None:
-            try:
-                self._observer.inner.close()
-            finally:
-                self._observer.end(None)
-
-    class AsyncObserved(httpx.AsyncByteStream):
-        def __init__(self, observer: _Observer) -> None:
-            self._observer = observer
-
-        async def __aiter__(self) -> AsyncIterator[bytes]:
-            observer = self._observer
-            try:
-                async for chunk in observer.inner:
-                    observer.feed(chunk)
-                    yield chunk
-            except GeneratorExit:
-                raise
-            except BaseException as error:
-                observer.end(error)
-                raise
-
-        async def aclose(self) -> None:
-            try:
-                await self._observer.inner.aclose()
-            finally:
-                self._observer.end(None)
-
-    _stream_types = (SyncObserved, AsyncObserved)
-    return _stream_types
-
-
-def observe_body(response: Any, sink: BodySink) -> None:
-    """Let ``sink`` watch the body as the caller reads it; the caller sees no difference.
-
-    A body that is already in memory (a response built by hand) is fed at once.
-    """
-    import httpx
-
-    sync_type, async_type = _observed_stream_types()
-    stream = response.stream
-    observer = _Observer(stream, sink)
-    if isinstance(stream, httpx.AsyncByteStream):
-        response.stream = async_type(observer)
-    elif isinstance(stream, httpx.SyncByteStream):
-        response.stream = sync_type(observer)
-    else:
-        observer.end(None)
 
 
 _durations: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()

@@ -152,17 +152,17 @@ def refuse_propagation() -> Iterator[None]:
         otel_context.detach(token)
 
 
-def install_propagation_guard(policy: HostPolicy) -> Callable[[], None]:
-    """Wrap the global propagator and route httpx calls through ``policy``; returns the undo."""
-    from otel_setup._integrations.httpx import set_propagation_policy
+def install_propagation_guard() -> Callable[[], None]:
+    """Wrap the global propagator so that :func:`refuse_propagation` silences it; returns the undo.
 
+    The httpx transports apply the host policy themselves
+    (``httpx_transport.set_propagation_policy``): this module imports no integration.
+    """
     current = propagate.get_global_textmap()
     guarded = current if isinstance(current, GuardedPropagator) else GuardedPropagator(current)
     propagate.set_global_textmap(guarded)
-    set_propagation_policy(None if policy.allow_all else policy.allows)
 
     def undo() -> None:
-        set_propagation_policy(None)
         if propagate.get_global_textmap() is guarded:
             propagate.set_global_textmap(guarded.inner)
 
