@@ -20,6 +20,7 @@ from typing import Any, Final, Generic, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from otel_setup._core.errors import OtelSetupConfigError
+from otel_setup._integrations.registry import disabled_list_names
 
 __all__ = ["SETTINGS", "Setting", "Settings", "config_error_policy", "resolve"]
 
@@ -39,7 +40,6 @@ METRICS_EXPORTERS: Final = ("prometheus", "otlp", "console", "none")
 LOGS_EXPORTERS: Final = ("otlp", "console", "none")
 LOG_FORMATS: Final = ("json", "console")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
-INSTRUMENTATIONS: Final = ("fastapi", "sqlalchemy", "redis", "httpx", "gw2", "genai")
 ON_CONFIG_ERROR: Final = ("exit", "warn")
 ON_CONFIG_ERROR_VARIABLE: Final = "OTEL_SETUP_ON_CONFIG_ERROR"
 _TRUE: Final = frozenset({"true", "1", "yes", "on"})
@@ -657,7 +657,7 @@ SETTINGS: Final[tuple[Setting[Any], ...]] = (
         ("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS",),
         _names,
         frozenset(),
-        "Comma list of instrumentations to skip: fastapi, sqlalchemy, redis, httpx, gw2, genai.",
+        f"Comma list of instrumentations to skip: {', '.join(disabled_list_names())}.",
     ),
     Setting(
         "contrib_instrumentations",

@@ -31,6 +31,9 @@ token counts, finish reasons, timings and error types are read. Metric labels
 carry the price-table entry of a model (or ``unknown``), so an arbitrary model
 string from a request or a response cannot grow the label set; spans carry the
 exact strings.
+
+A :class:`~otel_setup.KnownHttpApi` (``known_api.py``); the price table is
+``genai_prices.py``, reading the response and the rate-limit headers ``genai_body.py``.
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ configured ``GW2_API_BASE``) gets:
 
 No ``traceparent`` is sent to GW2, and no other HTTP instrumentation adds a span to these calls.
 Templates are computed by splitting the path, not by regular expressions, and
-are bounded: unknown top-level endpoints become ``/v2/_OTHER``.
+are bounded: unknown top-level endpoints become ``/v2/_OTHER``. The span and
+metrics are :class:`~otel_setup.EndpointApi`'s, the public protocol any
+upstream can use (``known_api.py``); this module gives the templates and reasons.
 """
 
 from __future__ import annotations

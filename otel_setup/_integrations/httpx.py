@@ -1,6 +1,7 @@
 """httpx: client spans, ``http.client.request.duration`` and W3C propagation.
 
-The transports' request methods are wrapped at class level, so sync and async
+The transports' request methods are wrapped at class level (``httpx_transport.py``,
+which also routes known APIs' requests to their handlers), so sync and async
 clients are covered whether they were created before or after ``configure()``.
 The output is contrib's stable-semconv output (``tests/test_differential_httpx.py``
 compares the two), produced without contrib's per-call costs: the URL is not

@@ -21,7 +21,15 @@ if TYPE_CHECKING:
     from otel_setup._integrations.known_api import KnownHttpApi
     from otel_setup.health import ReadinessCheck
 
-__all__ = ["INTEGRATIONS", "KnownApiIntegration", "covered", "known_api_integrations", "markdown_table", "names"]
+__all__ = [
+    "INTEGRATIONS",
+    "KnownApiIntegration",
+    "covered",
+    "disabled_list_names",
+    "known_api_integrations",
+    "markdown_table",
+    "names",
+]
 
 _log = logging.getLogger("otel_setup")
 
@@ -337,6 +345,11 @@ INTEGRATIONS: Final[tuple[Integration, ...]] = (
 
 def names(integrations: Iterable[Integration] = INTEGRATIONS) -> tuple[str, ...]:
     return tuple(integration.name for integration in integrations)
+
+
+def disabled_list_names() -> tuple[str, ...]:
+    """The names ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` may list (besides contrib ones and known APIs)."""
+    return tuple(integration.name for integration in INTEGRATIONS if integration.follows_disabled_list)
 
 
 def covered(integrations: Iterable[Integration] = INTEGRATIONS) -> frozenset[str]:

@@ -16,7 +16,7 @@ APIs have no use for either. The rule is one host policy,
 Calls to the GW2 and OpenAI-compatible APIs are handled by the package's own
 client spans and never carry the headers, whatever the policy says.
 
-Mechanism: the package's own httpx client spans inject only for hosts the
+Mechanism: the package's own httpx client spans (``httpx_transport.py``) inject only for hosts the
 policy allows, and remove the headers from a request to any other host (httpx
 builds a redirect from the previous hop's headers). When contrib's httpx
 instrumentation runs instead of the package's, the transport wrapper marks the
