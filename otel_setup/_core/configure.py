@@ -12,7 +12,7 @@ from typing import Any
 from opentelemetry import metrics, trace
 from typing_extensions import Unpack
 
-from otel_setup._core.errors import OtelSetupConfigError
+from otel_setup._core.errors import OtelSetupConfigError, unknown_keyword
 from otel_setup._core.options import (
     ConfigureOptions,
     FastAPIOptions,
@@ -84,6 +84,10 @@ def configure(app: Any = None, **options: Unpack[ConfigureOptions]) -> Telemetry
 
 
 def _split(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, ReadinessCheck], dict[str, Any]]:
+    """Integration options, readiness checks and the settings' keywords, each apart; unknown keywords refused."""
+    unknown = sorted(set(options) - set(ConfigureOptions.__annotations__))
+    if unknown:
+        raise unknown_keyword(unknown[0], options[unknown[0]], ConfigureOptions.__annotations__)
     features: dict[str, Any] = {}
     rest = dict(options)
     # The redact callback is code, not configuration: a keyword with no variable.
