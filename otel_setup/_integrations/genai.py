@@ -41,17 +41,14 @@ import math
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from time import perf_counter
 from typing import Any, Final
 
 from opentelemetry.metrics import Counter, Histogram, MeterProvider, _Gauge
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 
-from otel_setup._core.errors import OtelSetupConfigError
-from otel_setup._core.prices import PriceTable, load_price_table
 from otel_setup._core.options import GenAICall, emit_call
+from otel_setup._core.prices import PriceTable, load_price_table
 from otel_setup._hotpath.keep import KeepingTracer
 from otel_setup._integrations import calllog
 from otel_setup._integrations.httpx import (
