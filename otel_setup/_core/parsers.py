@@ -265,7 +265,7 @@ def path(value: object, name: str) -> str | None:
     return text.rstrip("/") or "/"
 
 
-# --- GW2, GenAI and cache settings (see _integrations/gw2.py, genai.py, cache.py)
+# --- GW2, GenAI and cache settings
 
 
 def price_source(value: object, name: str) -> str | Mapping[str, object] | None:

@@ -546,9 +546,9 @@ def markdown_table() -> str:
         return f"`{value}`"
 
     rows = ["| Variable | Keyword | Default | Meaning |", "|---|---|---|---|"]
-    for setting in SETTINGS:
-        variables = " / ".join(f"`{variable}`" for variable in setting.env)
-        rows.append(f"| {variables} | `{setting.name}` | {shown(setting.default)} | {setting.doc} |")
+    for declared in SETTINGS:
+        variables = " / ".join(f"`{variable}`" for variable in declared.env)
+        rows.append(f"| {variables} | `{declared.name}` | {shown(declared.default)} | {declared.doc} |")
     return "\n".join(rows) + "\n"
 
 
