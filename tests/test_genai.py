@@ -21,8 +21,8 @@ import otel_setup
 from examples.standins import ai_api
 from examples.standins.ai_api import DEMO_API_KEY
 from otel_setup import OtelSetupConfigError
+from otel_setup._core.prices import load_price_table
 from otel_setup._integrations.genai_body import parse_duration, parse_rate_limits
-from otel_setup._integrations.genai_prices import load_price_table
 from tests.support.otlp_receiver import OtlpReceiver
 from tests.test_gw2 import serve
 

@@ -113,6 +113,31 @@ def test_unknown_keyword_is_a_config_error_listing_the_known_ones() -> None:
     assert "sampling_ratio" in caught.value.allowed
 
 
+@pytest.mark.parametrize(
+    ("keyword", "closest"),
+    [("sampling_rate", "sampling_ratio"), ("readiness_check", "readiness_checks"), ("redis_client", "redis")],
+)
+def test_unknown_keyword_says_did_you_mean_the_closest_names(keyword: str, closest: str) -> None:
+    with pytest.raises(OtelSetupConfigError) as caught:
+        otel_setup.configure(**{keyword: 1})  # type: ignore[arg-type]
+    assert caught.value.name == keyword
+    hint = caught.value.allowed.split("(did you mean ", 1)[1].split("?)", 1)[0]
+    assert closest in hint.split(" or ")
+    assert otel_setup._core.configure.active() is None
+
+
+def test_unknown_keyword_lists_every_valid_keyword_and_nothing_else() -> None:
+    """Settings and the code-only keywords (integration options, readiness checks, redact) alike."""
+    from otel_setup._core.options import ConfigureOptions
+
+    with pytest.raises(OtelSetupConfigError) as caught:
+        otel_setup.configure(xyzzy=True)  # type: ignore[call-arg]
+    assert "did you mean" not in caught.value.allowed
+    listed = caught.value.allowed.split("one of: ", 1)[1].split(", ")
+    assert listed == sorted(ConfigureOptions.__annotations__)
+    assert {"fastapi", "sqlalchemy", "redis", "httpx", "logging", "readiness_checks", "redact"} <= set(listed)
+
+
 def test_secrets_are_not_printed_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "Authorization Bearer-s3cr3t-value")
     with pytest.raises(OtelSetupConfigError) as caught:
@@ -158,9 +183,125 @@ def test_resource_attributes(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(str(attributes["service.instance.id"])) == 36
 
 
-def test_every_setting_is_a_typed_keyword() -> None:
-    """Each setting can be passed to configure() with its type known to mypy."""
+def test_settings_are_frozen() -> None:
+    import dataclasses
+
+    settings = resolve({}, {})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.sampling_ratio = 1.0  # type: ignore[misc]
+    with pytest.raises((AttributeError, TypeError)):
+        settings.not_a_setting = 1  # type: ignore[attr-defined]
+    assert settings.sampling_ratio == 0.1
+
+
+def test_the_table_is_the_settings_fields() -> None:
+    """SETTINGS is derived from Settings' fields: same names, same order, one attribute each."""
+    import dataclasses
+
+    from otel_setup._core.settings import SETTINGS, Settings
+
+    fields = [f.name for f in dataclasses.fields(Settings) if f.name != "sources"]
+    assert [s.name for s in SETTINGS] == fields
+    assert len(set(fields)) == len(fields)
+    resolved = resolve({}, {})
+    assert {name: getattr(resolved, name) for name in fields} == {s.name: s.default for s in SETTINGS}
+    assert set(resolved.sources) == set(fields)
+    assert not hasattr(Settings, "__getattr__"), "attributes are fields, each with its own type"
+
+
+_SCALARS = (bool, int, float, str)
+
+
+def _parts(form: object) -> list[object]:
+    import types
+    import typing
+
+    if typing.get_origin(form) in (typing.Union, types.UnionType):
+        return [part for arg in typing.get_args(form) for part in _parts(arg)]
+    return [form]
+
+
+def _shown(form: object) -> str:
+    return " | ".join(
+        str(part).replace("typing.", "").replace("collections.abc.", "")
+        if not isinstance(part, type)
+        else part.__name__
+        for part in _parts(form)
+    )
+
+
+def _keyword_problems(setting: object, keyword: object, resolved: object) -> list[str]:
+    """Why a ``ConfigureOptions`` type cannot carry the values its setting holds (empty: it can)."""
+    import collections.abc
+    import typing
+
+    name = setting.name  # type: ignore[attr-defined]
+    held = [part for part in _parts(resolved) if part is not type(None)]
+    accepted = _parts(keyword)
+    problems = []
+    for part in accepted:
+        if typing.get_origin(part) is typing.Literal:
+            for value in typing.get_args(part):
+                try:
+                    setting.parse(value, name)  # type: ignore[attr-defined]
+                except OtelSetupConfigError:
+                    problems.append(f"accepts {value!r}, which the setting rejects")
+        elif part in (bool, int, float) and part not in held and not (part is int and float in held):
+            problems.append(f"accepts {part.__name__}, which the setting never holds")
+    for part in held:
+        if part in _SCALARS:
+            literal = [
+                p
+                for p in accepted
+                if typing.get_origin(p) is typing.Literal and all(type(v) is part for v in typing.get_args(p))
+            ]
+            if part not in accepted and not literal:
+                problems.append(f"does not accept {part.__name__}")
+        else:
+            containers = (collections.abc.Sequence, collections.abc.Mapping)
+            if not any(typing.get_origin(p) in containers for p in accepted):
+                problems.append(f"has no Sequence or Mapping form for {_shown(part)}")
+    return problems
+
+
+def test_every_setting_is_a_keyword_of_a_compatible_type() -> None:
+    """Each setting can be passed to configure() with a type mypy knows, and each keyword is handled."""
+    import typing
+
+    from otel_setup._core.configure import _split
     from otel_setup._core.options import ConfigureOptions
+    from otel_setup._core.settings import SETTINGS, Settings
+
+    keywords = typing.get_type_hints(ConfigureOptions)
+    resolved = typing.get_type_hints(Settings)
+    missing = [
+        f"{s.name} (Settings.{s.name} is {_shown(resolved[s.name])})" for s in SETTINGS if s.name not in keywords
+    ]
+    assert not missing, "ConfigureOptions lacks a key for: " + "; ".join(missing)
+    wrong = {
+        s.name: problems for s in SETTINGS if (problems := _keyword_problems(s, keywords[s.name], resolved[s.name]))
+    }
+    assert not wrong, wrong
+    table = {s.name for s in SETTINGS}
+    for keyword in set(keywords) - table:
+        *_, rest = _split({keyword: None})
+        assert keyword not in rest, f"{keyword} is neither a setting nor taken by configure()"
+
+
+def test_keyword_type_check_finds_a_mismatch() -> None:
+    """The check above is not vacuous: a wrong keyword type is named."""
+    from collections.abc import Sequence
+    from typing import Literal
+
     from otel_setup._core.settings import SETTINGS
 
-    assert {s.name for s in SETTINGS} <= set(ConfigureOptions.__annotations__)
+    by_name = {s.name: s for s in SETTINGS}
+    assert _keyword_problems(by_name["sampling_ratio"], str, float) == ["does not accept float"]
+    assert _keyword_problems(by_name["otlp_protocol"], Literal["http/protobuf", "udp"], str) == [
+        "accepts 'udp', which the setting rejects"
+    ]
+    assert _keyword_problems(by_name["keep"], bool, tuple[str, ...]) == [
+        "accepts bool, which the setting never holds",
+        "has no Sequence or Mapping form for tuple[str, ...]",
+    ]
+    assert not _keyword_problems(by_name["keep"], Sequence[str] | str, tuple[str, ...])

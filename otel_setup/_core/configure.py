@@ -12,7 +12,7 @@ from typing import Any
 from opentelemetry import metrics, trace
 from typing_extensions import Unpack
 
-from otel_setup._core.errors import OtelSetupConfigError
+from otel_setup._core.errors import OtelSetupConfigError, unknown_keyword
 from otel_setup._core.integration import InstrumentContext, Integration, IntegrationStatus, TelemetryParts
 from otel_setup._core.options import ConfigureOptions, FastAPIOptions
 from otel_setup._core.providers import Providers, build_providers, build_resource
@@ -74,6 +74,9 @@ def _split(
     options: Mapping[str, Any],
 ) -> tuple[dict[str, Any], dict[str, ReadinessCheck], tuple[Any, ...], dict[str, Any]]:
     """The keywords that are code (integration options, callbacks, checks, APIs), apart from settings."""
+    unknown = sorted(set(options) - set(ConfigureOptions.__annotations__))
+    if unknown:
+        raise unknown_keyword(unknown[0], options[unknown[0]], ConfigureOptions.__annotations__)
     features: dict[str, Any] = {}
     rest = dict(options)
     # The redact callback is code, not configuration: a keyword with no variable.

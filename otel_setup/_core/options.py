@@ -66,7 +66,11 @@ class LoggingOptions:
 
 
 class ConfigureOptions(TypedDict, total=False):
-    """Keyword arguments of ``configure()``; each overrides its environment variable."""
+    """Keyword arguments of ``configure()``; each overrides its environment variable.
+
+    One key per setting (tests/test_settings.py holds each to its field of
+    ``Settings``), plus the integration options, readiness checks and ``redact``.
+    """
 
     disabled: bool
     service_name: str
@@ -86,7 +90,14 @@ class ConfigureOptions(TypedDict, total=False):
     otlp_logs_protocol: Literal["http/protobuf", "grpc"]
     otlp_headers: Mapping[str, str]
     otlp_timeout: float
-    sampler: str
+    sampler: Literal[
+        "always_on",
+        "always_off",
+        "traceidratio",
+        "parentbased_always_on",
+        "parentbased_always_off",
+        "parentbased_traceidratio",
+    ]
     sampling_ratio: float
     metric_export_interval: int
     attribute_value_length_limit: int

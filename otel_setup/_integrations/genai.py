@@ -32,8 +32,9 @@ carry the price-table entry of a model (or ``unknown``), so an arbitrary model
 string from a request or a response cannot grow the label set; spans carry the
 exact strings.
 
-A :class:`~otel_setup.KnownHttpApi` (``known_api.py``); the price table is
-``genai_prices.py``, reading the response and the rate-limit headers ``genai_body.py``.
+A :class:`~otel_setup.KnownHttpApi` (``known_api.py``). The price table is
+``otel_setup._core.prices`` (a setting reads and checks it, so it cannot live in an
+integration); reading the response and the rate-limit headers is ``genai_body.py``.
 """
 
 from __future__ import annotations
@@ -49,10 +50,10 @@ from opentelemetry.metrics import Counter, Histogram, MeterProvider, _Gauge
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 
 from otel_setup._core.options import GenAICall, emit_call
+from otel_setup._core.prices import PriceTable, load_price_table
 from otel_setup._hotpath.keep import KeepingTracer
 from otel_setup._integrations import calllog
 from otel_setup._integrations.genai_body import BodyReader, Result, parse_rate_limits
-from otel_setup._integrations.genai_prices import PriceTable, load_price_table
 from otel_setup._integrations.httpx import client_duration_histogram, protocol_version, request_attributes
 from otel_setup._integrations.httpx_body import observe_body
 from otel_setup.version import __version__

@@ -207,8 +207,8 @@ class GenAIIntegration(KnownApiIntegration):
     summary = "OpenAI-compatible calls on any host: GenAI semantic-convention spans, tokens, cost, rate limits."
 
     def api(self, settings: Settings) -> KnownHttpApi:
+        from otel_setup._core.prices import load_price_table
         from otel_setup._integrations.genai import GenAIApi
-        from otel_setup._integrations.genai_prices import load_price_table
 
         return GenAIApi(load_price_table(settings.genai_prices))  # validated by the settings already
 

@@ -1,8 +1,8 @@
-"""GenAI prices: the shipped, versioned table merged with the user's, and exact model matching.
+"""The GenAI price table: the shipped prices, merged with the user's override.
 
-A model not in the table is ``unknown`` and costs nothing rather than a
-guessed price; a dated variant (``gpt-4o-mini-2024-07-18``) is its base
-model's entry, a differently priced one (``gpt-4o-audio-preview``) is not.
+It lives apart from the GenAI integration because the override is a setting:
+it is read and checked when ``configure()`` resolves the settings, before
+anything is installed, and the settings must not depend on an integration.
 """
 
 from __future__ import annotations
