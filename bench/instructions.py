@@ -9,7 +9,9 @@ and warm-up cancelling out. Sampling is fixed per run (0 and 1 by default) so
 that the sampling lottery adds no noise; the defaults' figure is the 0 % one
 plus a tenth of the difference. Instructions are not time (code run once per
 request between the framework's retires fewer per cycle), but an A/B of two
-builds or settings is exact. Needs the Debian package ``valgrind``; the
+builds or settings is exact. ``--against REV`` counts the otel_setup modes of
+that revision's package too (extracted as ``python -m bench --against`` does),
+for a before/after in one session. Needs the Debian package ``valgrind``; the
 realistic route needs PostgreSQL, Redis and the stand-in, as ``--wrk`` does.
 """
 
@@ -25,7 +27,8 @@ from collections.abc import Sequence
 
 from bench.apps import MODES, REALISTIC_PATH, build_realistic, build_trivial
 from bench.driver import BASE_SCOPE, Driver
-from bench.run import ROOT, STANDIN_PORT, child_env, prepare_services, standin
+from bench.run import STANDIN_PORT, against_variants, checkout_package, child_env, launch, prepare_services, standin
+from bench.run import variant as variant_of
 
 _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
@@ -44,7 +47,9 @@ def _serve(mode: str, route: str, requests: int) -> None:
     os._exit(0)
 
 
-def _count(mode: str, route: str, requests: int, sampling: str) -> int:
+def _count(name: str, route: str, requests: int, sampling: str) -> int:
+    mode, _ = variant_of(name)
+    cwd, pythonpath = launch(name)
     command = [
         "valgrind",
         "--tool=cachegrind",
@@ -54,14 +59,14 @@ def _count(mode: str, route: str, requests: int, sampling: str) -> int:
         "-m",
         "bench.instructions",
         "--serve",
-        mode,
+        mode.name,
         "--route",
         route,
         "--requests",
         str(requests),
     ]
-    env = child_env(MODES[mode], OTEL_TRACES_SAMPLER_ARG=sampling)
-    output = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=True).stderr
+    env = child_env(mode, pythonpath, OTEL_TRACES_SAMPLER_ARG=sampling)
+    output = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=True).stderr
     match = _REFS.search(output)
     if match is None:
         raise RuntimeError(f"no instruction count in valgrind's output: {output[-2000:]}")
@@ -75,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sampling", default="0,1", help="ratios for the otel_setup modes")
     parser.add_argument("--warmup", type=int, default=None, help="default: 2000 trivial, 200 realistic")
     parser.add_argument("--requests", type=int, default=None, help="default: 5000 trivial, 600 realistic")
+    parser.add_argument("--against", action="append", default=[], metavar="REV", help="also count REV's package")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
@@ -86,7 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             stack.enter_context(standin(STANDIN_PORT))
             prepare_services()
         rows: list[tuple[str, float]] = []
-        for mode in args.modes.split(","):
+        for revision in args.against:
+            checkout_package(revision)
+        for mode in against_variants(args.modes.split(","), args.against):
             ratios = args.sampling.split(",") if mode.startswith("otel_setup") else ["0"]
             for ratio in ratios:
                 base = _count(mode, args.route, warmup, ratio)

@@ -12,8 +12,13 @@ Three parts, each selectable:
 - ``--memory``: RSS over 200,000 in-process requests with the OTLP endpoint
   pointing at a closed port (collector down).
 
-Without a part flag all three run. Results are printed as Markdown tables and
-saved as JSON under ``bench/results/`` (gitignored).
+Without a part flag all of them run; the in-process and wrk tables include the
+production mode (``otel_setup_prod``: defaults exporting OTLP to a live loopback
+receiver). ``--against REV`` adds the otel_setup modes of another revision of the
+package as extra workers in the same interleaved rounds (the package of REV is
+extracted into ``.cache/bench/<rev>``; the harness stays this tree's) and prints
+after/before ratios. Results are printed as Markdown tables and saved as JSON
+under ``bench/results/`` (gitignored).
 """
 
 from __future__ import annotations
@@ -64,13 +69,69 @@ PACKAGES = (
 )
 
 
+# --- revisions -------------------------------------------------------------------
+
+REVISIONS = ROOT / ".cache" / "bench"
+_packages: dict[str, Path] = {}
+"""Revision name as given on the command line -> the directory holding its ``otel_setup``."""
+
+
+def checkout_package(revision: str) -> Path:
+    """``otel_setup/`` of ``revision``, extracted once into ``.cache/bench/<commit>``."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{revision}^{{commit}}"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    target = REVISIONS / commit[:12]
+    if not (target / "otel_setup" / "__init__.py").is_file():
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", commit, "otel_setup"], cwd=ROOT, check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    _packages[revision] = target
+    return target
+
+
+def variant(name: str) -> tuple[Mode, Path | None]:
+    """``mode`` or ``mode@rev``: the mode, and the directory of the package it imports (None: this tree's)."""
+    mode, _, revision = name.partition("@")
+    return MODES[mode], (_packages[revision] if revision else None)
+
+
+def label(name: str) -> str:
+    mode, package = variant(name)
+    return mode.label if package is None else f"{mode.label} @ `{name.partition('@')[2]}`"
+
+
+def against_variants(modes: Sequence[str], revisions: Sequence[str]) -> list[str]:
+    """Every otel_setup mode of ``modes`` once more per revision, right after its own entry."""
+    out: list[str] = []
+    for name in modes:
+        out.append(name)
+        if name.startswith("otel_setup"):
+            out += [f"{name}@{revision}" for revision in revisions]
+    return out
+
+
+def launch(name: str) -> tuple[Path, str]:
+    """Working directory and PYTHONPATH head of a child running ``name``.
+
+    ``python -m`` and uvicorn put the working directory first on ``sys.path``, so a
+    revision's child runs from the directory holding that revision's package and
+    finds ``bench`` (this tree's harness) through PYTHONPATH behind it.
+    """
+    _, package = variant(name)
+    if package is None:
+        return ROOT, str(ROOT)
+    return package, os.pathsep.join([str(package), str(ROOT)])
+
+
 # --- processes -----------------------------------------------------------------
 
 
-def child_env(mode: Mode | None = None, **extra: str) -> dict[str, str]:
+def child_env(mode: Mode | None = None, pythonpath: str = str(ROOT), **extra: str) -> dict[str, str]:
     """The parent's environment minus anything that would change what telemetry does."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SENTRY_", "FASTAPI_OTEL"))}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [pythonpath, env.get("PYTHONPATH")]))
     env["PYTHONHASHSEED"] = "0"
     if mode is not None:
         env.update(mode.env)
@@ -81,12 +142,14 @@ def child_env(mode: Mode | None = None, **extra: str) -> dict[str, str]:
 class Worker:
     """A :mod:`bench.worker` process for one mode, spoken to in JSON lines."""
 
-    def __init__(self, mode: Mode, *, warmup: int = 3000, route: str = "trivial", **env: str) -> None:
-        self.mode = mode
+    def __init__(self, name: str, *, warmup: int = 3000, route: str = "trivial", **env: str) -> None:
+        self.name = name
+        self.mode, self.package = variant(name)
+        cwd, pythonpath = launch(name)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.worker", "--mode", mode.name, "--warmup", str(warmup), "--route", route],
-            cwd=ROOT,
-            env=child_env(mode, **env),
+            [sys.executable, "-m", "bench.worker", "--mode", self.mode.name, "--warmup", str(warmup), "--route", route],
+            cwd=cwd,
+            env=child_env(self.mode, pythonpath, **env),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -100,14 +163,17 @@ class Worker:
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         if not line:
-            raise RuntimeError(f"worker {self.mode.name} exited with {self.process.wait()}")
+            raise RuntimeError(f"worker {self.name} exited with {self.process.wait()}")
         reply: dict[str, Any] = json.loads(line)
         return reply
 
     def ready(self) -> dict[str, Any]:
         reply = self.read()
         if reply.get("status") != 200:
-            raise RuntimeError(f"mode {self.mode.name}: the trivial route answered {reply.get('status')}")
+            raise RuntimeError(f"mode {self.name}: the trivial route answered {reply.get('status')}")
+        expected = (self.package or ROOT) / "otel_setup"
+        if reply.get("otel_setup") and Path(reply["otel_setup"]).parent != expected:
+            raise RuntimeError(f"mode {self.name} imported {reply['otel_setup']}, not the package in {expected}")
         return reply
 
     def send(self, **command: Any) -> None:
@@ -193,7 +259,7 @@ def summarise(per_round: dict[str, list[float]], baseline: str = "bare") -> dict
 def run_inproc(
     modes: Sequence[str], rounds: int, requests: int, batches: int, route: str = "trivial"
 ) -> dict[str, Any]:
-    needs_sink = any(MODES[m].needs_sink for m in modes)
+    needs_sink = any(variant(m)[0].needs_sink for m in modes)
     per_round: dict[str, list[float]] = {m: [] for m in modes}
     background: dict[str, list[float]] = {m: [] for m in modes}
     whole: dict[str, list[float]] = {m: [] for m in modes}
@@ -202,9 +268,9 @@ def run_inproc(
             stack.enter_context(standin(SINK_PORT, content_type="application/x-protobuf", body=""))
         workers: dict[str, Worker] = {}
         for name in modes:
-            extra = {"BENCH_OTLP_ENDPOINT": f"http://127.0.0.1:{SINK_PORT}"} if MODES[name].needs_sink else {}
+            extra = {"BENCH_OTLP_ENDPOINT": f"http://127.0.0.1:{SINK_PORT}"} if variant(name)[0].needs_sink else {}
             warmup = 3000 if route == "trivial" else 300
-            workers[name] = Worker(MODES[name], warmup=warmup, route=route, **extra)
+            workers[name] = Worker(name, warmup=warmup, route=route, **extra)
             stack.callback(workers[name].close)
         for worker in workers.values():
             worker.ready()
@@ -288,7 +354,9 @@ def _wrk(url: str, seconds: float, connections: int) -> dict[str, float]:
     return result
 
 
-def _serve_once(mode: Mode, seconds: float, warmup: float, connections: int) -> dict[str, float]:
+def _serve_once(name: str, seconds: float, warmup: float, connections: int) -> dict[str, float]:
+    mode, _ = variant(name)
+    cwd, pythonpath = launch(name)
     extra = {"BENCH_MODE": mode.name}
     if mode.needs_sink:
         extra["BENCH_OTLP_ENDPOINT"] = f"http://127.0.0.1:{SINK_PORT}"
@@ -308,9 +376,9 @@ def _serve_once(mode: Mode, seconds: float, warmup: float, connections: int) -> 
     # otel_setup replaces the access log with its own request log. stdout is
     # discarded (the write is still paid); stderr is kept for diagnosis.
     RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / f"uvicorn-{mode.name}.log", "ab") as errors:
+    with open(RESULTS / f"uvicorn-{name}.log", "ab") as errors:
         process = subprocess.Popen(
-            command, cwd=ROOT, env=child_env(mode, **extra), stdout=subprocess.DEVNULL, stderr=errors
+            command, cwd=cwd, env=child_env(mode, pythonpath, **extra), stdout=subprocess.DEVNULL, stderr=errors
         )
     url = f"http://127.0.0.1:{APP_PORT}/items/19721"
     try:
@@ -323,7 +391,7 @@ def _serve_once(mode: Mode, seconds: float, warmup: float, connections: int) -> 
             except OSError:
                 pass
             if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(f"uvicorn for {mode.name} did not come up")
+                raise RuntimeError(f"uvicorn for {name} did not come up")
             time.sleep(0.2)
         _wrk(url, warmup, connections)
         cpu_before = _cpu_seconds(process.pid)
@@ -349,7 +417,7 @@ def run_wrk(modes: Sequence[str], rounds: int, seconds: float, warmup: float, co
         for index in range(rounds):
             order = list(modes[index % len(modes) :]) + list(modes[: index % len(modes)])
             for name in order:
-                runs[name].append(_serve_once(MODES[name], seconds, warmup, connections))
+                runs[name].append(_serve_once(name, seconds, warmup, connections))
             print(
                 f"  round {index + 1}/{rounds}: " + ", ".join(f"{m} {runs[m][-1]['rps']:.0f}" for m in modes),
                 flush=True,
@@ -378,7 +446,7 @@ def run_memory(modes: Sequence[str], requests: int, every: int) -> dict[str, Any
     port = closed_port()
     results: dict[str, Any] = {"requests": requests, "endpoint": f"http://127.0.0.1:{port} (closed)"}
     for name in modes:
-        worker = Worker(MODES[name], BENCH_OTLP_ENDPOINT=f"http://127.0.0.1:{port}")
+        worker = Worker(name, BENCH_OTLP_ENDPOINT=f"http://127.0.0.1:{port}")
         try:
             worker.ready()
             reply = worker.call(cmd="memory", requests=requests, every=every)
@@ -434,7 +502,7 @@ def print_inproc(result: dict[str, Any]) -> None:
     print("|---|---|---|---|---|---|---|---|")
     for name, row in result["summary"].items():
         print(
-            f"| {MODES[name].label} | {row['median']:.1f} | {row['min']:.0f}-{row['max']:.0f} | {row['ratio']:.2f}x "
+            f"| {label(name)} | {row['median']:.1f} | {row['min']:.0f}-{row['max']:.0f} | {row['ratio']:.2f}x "
             f"| {row['paired_ratio']:.2f}x | {row['background_us']:.1f} | {row['process_us']:.1f} "
             f"| {row['process_paired_ratio']:.2f}x ({row['process_paired_min']:.2f}-{row['process_paired_max']:.2f}) |"
         )
@@ -453,10 +521,39 @@ def print_wrk(result: dict[str, Any]) -> None:
     for name, row in result["summary"].items():
         cpu = row.get("server_cpu_us_per_request", float("nan"))
         print(
-            f"| {MODES[name].label} | {row['median']:.0f} | {row['min']:.0f}-{row['max']:.0f} "
+            f"| {label(name)} | {row['median']:.0f} | {row['min']:.0f}-{row['max']:.0f} "
             f"| {100 * row['ratio']:.1f}% | {100 * row['paired_ratio']:.1f}% | {row.get('p50_ms', float('nan')):.2f} "
             f"| {row.get('p99_ms', float('nan')):.2f} | {cpu:.0f} | {cpu_paired[name]['paired_ratio']:.2f}x |"
         )
+
+
+def print_against(result: dict[str, Any], revisions: Sequence[str]) -> None:
+    """This tree against each revision, mode by mode: medians and the same-round ratio."""
+    per_round = result.get("process_per_round") or {}
+    serving = result.get("per_round") or {k: [r["rps"] for r in v] for k, v in result.get("runs", {}).items()}
+    rows = []
+    for name in [m for m in serving if "@" not in m]:
+        for revision in revisions:
+            other = f"{name}@{revision}"
+            if other not in serving:
+                continue
+            pair = summarise({other: serving[other], name: serving[name]}, baseline=other)[name]
+            row = f"| {MODES[name].label} | `{revision}` | {pair['ratio']:.3f} | {pair['paired_ratio']:.3f} |"
+            if per_round:
+                whole = summarise({other: per_round[other], name: per_round[name]}, baseline=other)[name]
+                row += f" {whole['ratio']:.3f} | {whole['paired_ratio']:.3f} |"
+            rows.append(row)
+    if not rows:
+        return
+    unit = "CPU per request" if per_round else "req/s"
+    header = f"\n| mode | against | this tree / revision, {unit} (medians) | same round (median) |"
+    rule = "|---|---|---|---|"
+    if per_round:
+        header += " whole process (medians) | whole process, same round |"
+        rule += "---|---|"
+    print(header)
+    print(rule)
+    print("\n".join(rows))
 
 
 def print_memory(result: dict[str, Any]) -> None:
@@ -467,7 +564,7 @@ def print_memory(result: dict[str, Any]) -> None:
     for name, row in result.items():
         if isinstance(row, dict):
             print(
-                f"| {MODES[name].label} | {row['start_mib']:.1f} | {row['end_mib']:.1f} | {row['growth_mib']:+.1f} "
+                f"| {label(name)} | {row['start_mib']:.1f} | {row['end_mib']:.1f} | {row['growth_mib']:+.1f} "
                 f"| {row['max_growth_mib']:+.1f} |"
             )
 
@@ -489,6 +586,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(in process, trivial route, and uvicorn + wrk, realistic route); ratios include the export threads' CPU",
     )
     parser.add_argument("--modes", default=",".join(MODES), help="comma list; bare is always included")
+    parser.add_argument(
+        "--against",
+        action="append",
+        default=[],
+        metavar="REV",
+        help="also run this git revision's otel_setup modes, interleaved in the same rounds (repeatable)",
+    )
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--requests", type=int, default=2000, help="requests per batch (in-process)")
     parser.add_argument("--batches", type=int, default=5, help="batches per round (in-process)")
@@ -511,13 +615,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown modes {unknown}; known: {', '.join(MODES)}")
     if "bare" not in modes:
         modes.insert(0, "bare")
+    for revision in args.against:
+        checkout_package(revision)
+    modes = against_variants(modes, args.against)
 
     report: dict[str, Any] = {"started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine()}
+    report["against"] = {revision: str(path) for revision, path in _packages.items()}
     print(json.dumps(report["machine"], indent=2))
     if args.inproc:
         print(f"\nin-process: {len(modes)} modes x {args.rounds} rounds x {args.batches} x {args.requests} requests")
         report["inproc"] = run_inproc(modes, args.rounds, args.requests, args.batches)
         print_inproc(report["inproc"])
+        print_against(report["inproc"], args.against)
     if args.inproc_realistic:
         rounds, batches, requests = args.rounds, args.batches, max(args.requests // 10, 50)
         print(f"\nin-process, realistic route: {len(modes)} modes x {rounds} rounds x {batches} x {requests} requests")
@@ -525,10 +634,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             prepare_services()
             report["inproc_realistic"] = run_inproc(modes, rounds, requests, batches, route="realistic")
         print_inproc(report["inproc_realistic"])
+        print_against(report["inproc_realistic"], args.against)
     if args.wrk:
         print(f"\nuvicorn + wrk: {len(modes)} modes x {args.wrk_rounds} rounds x {args.wrk_seconds:g} s")
         report["wrk"] = run_wrk(modes, args.wrk_rounds, args.wrk_seconds, args.wrk_warmup, args.connections)
         print_wrk(report["wrk"])
+        print_against(report["wrk"], args.against)
     if args.memory:
         print(f"\nmemory: {args.memory_requests:,} requests, OTLP endpoint refused")
         report["memory"] = run_memory(args.memory_modes.split(","), args.memory_requests, args.memory_requests // 10)

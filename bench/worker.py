@@ -59,7 +59,17 @@ def main() -> None:
     status = driver.status()
     driver.warm_up(args.warmup)
     gc.collect()
-    _reply(out, {"ready": True, "mode": mode.name, "status": status, "pid": os.getpid()})
+    package = sys.modules.get("otel_setup")
+    _reply(
+        out,
+        {
+            "ready": True,
+            "mode": mode.name,
+            "status": status,
+            "pid": os.getpid(),
+            "otel_setup": getattr(package, "__file__", None),
+        },
+    )
 
     for line in sys.stdin:
         command = json.loads(line)

@@ -79,7 +79,7 @@ def example_stack() -> Iterator[tuple[str, object]]:
     app = None
     with tempfile.TemporaryDirectory(prefix="otel-setup-catalog-") as data_dir:
         try:
-            env = _app_env(ROOT, receiver.endpoint, DemoOptions(sampling=1.0), gw2.port, ai.port, data_dir)
+            env = _app_env(receiver.endpoint, DemoOptions(sampling=1.0), gw2.port, ai.port, data_dir)
             # Push metrics and logs too, so their exporters' and processors' counters exist; export quickly.
             env.update(
                 {
@@ -88,7 +88,7 @@ def example_stack() -> Iterator[tuple[str, object]]:
                     "OTEL_LOGS_EXPORTER": "otlp",
                 }
             )
-            app = _App(ROOT, _free_port(), env)
+            app = _App(_free_port(), env, cwd=data_dir)
             app.wait_until_up()
             yield app.base, receiver
         finally:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -223,9 +226,8 @@ def test_route_rows_sum_over_status_codes() -> None:
     assert row.p50 == pytest.approx(0.1 * 5 / 8)
 
 
-@pytest.mark.slow
-def test_demo_reports_routes_a_trace_tree_its_logs_and_ai_tokens() -> None:
-    result = _run(["demo", "--duration", "4", "--sampling", "0.5", "--port", str(free_port())], timeout=40)
+def _assert_demo_report(result: subprocess.CompletedProcess[str]) -> None:
+    """What ``otel-setup demo --sampling 0.5`` prints: routes, one trace tree, its logs, tokens, calls."""
     out = result.stdout
     assert result.returncode == 0, result.stderr[-3000:] + out[-3000:]
     assert "[" in result.stderr and "requests" in result.stderr  # the progress bar
@@ -245,3 +247,93 @@ def test_demo_reports_routes_a_trace_tree_its_logs_and_ai_tokens() -> None:
     assert re.search(r"GW2 API\s+[1-9]\d* calls", out)
     sampled = re.search(r"traces sampled\s+(\d+) of (\d+) requests", out)
     assert sampled and 0 < int(sampled.group(1)) < int(sampled.group(2))
+
+
+@pytest.mark.slow
+def test_demo_reports_routes_a_trace_tree_its_logs_and_ai_tokens() -> None:
+    _assert_demo_report(_run(["demo", "--duration", "4", "--sampling", "0.5", "--port", str(free_port())], timeout=40))
+
+
+def _build_wheel(out_dir: Path, tmp_path: Path) -> Path:
+    """The wheel of the working tree (committed or not), built from a copy so the tree gains no build/."""
+    source = tmp_path / "source"
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "frontend", "*.egg-info")
+    for name in ("pyproject.toml", "README.md", "NOTICE"):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, source / name)
+    for name in ("otel_setup", "examples"):
+        shutil.copytree(ROOT / name, source / name, ignore=skip)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out_dir), str(source)],
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
+    (wheel,) = out_dir.glob("otel_setup-*.whl")
+    return wheel
+
+
+def _wheel_venv(wheel: Path) -> Path:
+    """A venv with the wheel's dependencies and ``[examples]``, reused while they stay the same.
+
+    The cache is keyed on the wheel's declared requirements, not on its code: the
+    package itself is force-reinstalled from this build every time.
+    """
+    with zipfile.ZipFile(wheel) as archive:
+        (metadata,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        requires = sorted(
+            line for line in archive.read(metadata).decode().splitlines() if line.startswith("Requires-Dist:")
+        )
+    key = hashlib.sha256("\n".join([sys.version, *requires]).encode()).hexdigest()[:16]
+    venv = ROOT / ".cache" / "wheel-venv" / key
+    python = venv / "bin" / "python"
+    if not (venv / "complete").exists():
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", f"{wheel}[examples]"],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
+        (venv / "complete").touch()
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return venv
+
+
+@pytest.mark.slow
+def test_demo_runs_from_an_installed_wheel_outside_the_repository(tmp_path: Path) -> None:
+    wheel = _build_wheel(tmp_path / "dist", tmp_path)
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    assert {"otel_setup/_demo/gw2_app/main.py", "otel_setup/_demo/standins/gw2_api.py"} <= names
+    assert not any(name.startswith(("examples/", "tests/", "bench/")) for name in names)
+    venv = _wheel_venv(wheel)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SENTRY_", "PYTHON", "VIRTUAL_ENV"))}
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    where = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import otel_setup._demo.gw2_app.main as m; print(m.__file__)"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert Path(where.splitlines()[-1]).is_relative_to(venv / "lib"), where
+    result = subprocess.run(
+        [str(venv / "bin" / "otel-setup"), "demo", "--duration", "4", "--sampling", "0.5", "--port", str(free_port())],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    _assert_demo_report(result)

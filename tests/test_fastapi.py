@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +12,7 @@ from fastapi import FastAPI, HTTPException
 
 import otel_setup
 from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.sampling import head_sampled, request_lines
 
 
 def make_app() -> FastAPI:
@@ -189,15 +189,18 @@ async def _get(app: FastAPI, path: str) -> httpx.Response:
         return await client.get(path)
 
 
-def test_metrics_are_never_sampled(otlp_receiver: OtlpReceiver) -> None:
-    """10 % head sampling: about 100 of 1,000 root requests traced, all 1,000 counted."""
+def test_metrics_are_never_sampled(otlp_receiver: OtlpReceiver, capsys: pytest.CaptureFixture[str]) -> None:
+    """10 % head sampling: exactly the roots whose trace id the ratio rule picks are traced, all 1,000 counted."""
     app = make_app()
-    telemetry = otel_setup.configure(app, otlp_endpoint=otlp_receiver.endpoint)
+    telemetry = otel_setup.configure(app, otlp_endpoint=otlp_receiver.endpoint, request_log_buffer_ms=0)
     drive(app, [("GET", f"/items/{i}") for i in range(1000)])
-    telemetry.force_flush(10.0)
+    assert telemetry.force_flush(10.0)
     otlp_receiver.wait_for(lambda r: any(p.name == "http.server.request.duration" for p in r.metric_points()))
-    sampled = len(server_spans(otlp_receiver))
-    assert 60 <= sampled <= 140, f"{sampled} of 1000 sampled; expected 10% +- 4%"
+    trace_ids = [line["trace_id"] for line in request_lines(capsys.readouterr().out)]
+    assert len(set(trace_ids)) == 1000
+    expected = {t for t in trace_ids if head_sampled(t)}
+    assert expected, "1,000 random ids without one under the 10 % bound"
+    assert {s.trace_id for s in server_spans(otlp_receiver)} == expected
     counts = [
         p.count
         for p in otlp_receiver.metric_points()
@@ -307,26 +310,28 @@ def test_frontend_origin_continues_its_trace(otlp_receiver: OtlpReceiver) -> Non
     assert by_path["/items/2"].parent_span_id == "" and by_path["/items/2"].links
 
 
-def test_sampled_flag_from_untrusted_callers_cannot_force_sampling(otlp_receiver: OtlpReceiver) -> None:
+def test_sampled_flag_from_untrusted_callers_cannot_force_sampling(
+    otlp_receiver: OtlpReceiver, capsys: pytest.CaptureFixture[str]
+) -> None:
     app = make_app()
-    telemetry = otel_setup.configure(app, otlp_endpoint=otlp_receiver.endpoint)
-    import secrets
-
-    requests = [("GET", f"/items/{i}") for i in range(2000)]
+    telemetry = otel_setup.configure(app, otlp_endpoint=otlp_receiver.endpoint, request_log_buffer_ms=0)
+    # Fixed caller ids, every one flagged sampled; a quarter of them under the 10 % bound themselves.
+    forced = [f"{i + 1:016x}{1 if i % 4 == 0 else 0xFFFFFFFFFFFFFF00 + i % 200:016x}" for i in range(400)]
 
     async def run() -> None:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            for method, path in requests:
-                forced = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
-                await client.request(method, path, headers={"traceparent": forced})
+            for index, trace_id in enumerate(forced):
+                await client.get(f"/items/{index}", headers={"traceparent": f"00-{trace_id}-{index + 1:016x}-01"})
 
     asyncio.run(run())
-    telemetry.force_flush(10.0)
-    otlp_receiver.wait_for(lambda r: len(server_spans(r)) > 0)
-    time.sleep(0.5)
-    sampled = len(server_spans(otlp_receiver))
-    assert 140 <= sampled <= 260, f"{sampled} of 2000 sampled; expected 10% +- 3%"
+    assert telemetry.force_flush(10.0)
+    lines = request_lines(capsys.readouterr().out)
+    assert len(lines) == 400 and not {line["trace_id"] for line in lines} & set(forced), "a new trace per request"
+    expected = {line["trace_id"] for line in lines if head_sampled(line["trace_id"])}
+    spans = server_spans(otlp_receiver)
+    assert {s.trace_id for s in spans} == expected, "the package's own draw decides, not the caller's flag"
+    assert all(s.parent_span_id == "" for s in spans)
 
 
 def test_configure_twice_changes_nothing(traced: tuple[FastAPI, Any, OtlpReceiver]) -> None:

@@ -8,7 +8,6 @@ request lines, as the person on call would.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import threading
 import time
@@ -22,30 +21,12 @@ import redis.asyncio
 import sqlalchemy
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
 import otel_setup
 from otel_setup import OtelSetupConfigError
 from otel_setup._hotpath import keep as _keep
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan
-
-_BOUND = TraceIdRatioBased.get_bound_for_rate(0.1)
-
-
-def _head_sampled(trace_id: str) -> bool:
-    """The SDK's ratio rule on the trace id: what head sampling alone exports."""
-    return (int(trace_id, 16) & ((1 << 64) - 1)) < _BOUND
-
-
-def _request_lines(text: str) -> list[dict[str, Any]]:
-    lines = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if line.startswith("{"):
-            record = json.loads(line)
-            if record.get("event") in ("request", "slow request"):
-                lines.append(record)
-    return lines
+from tests.support.sampling import head_sampled, request_lines
 
 
 class _Downstream(BaseHTTPRequestHandler):
@@ -172,11 +153,11 @@ def test_every_failing_and_slow_request_is_exported_with_its_sql_child_and_fine_
     responses = _call(app, paths)
     assert [r.status_code for r in responses[:35]] == [500] * 25 + [503] * 10
     telemetry.force_flush(10.0)
-    ordered = _request_lines(capsys.readouterr().out)
+    ordered = request_lines(capsys.readouterr().out)
     assert [line["http.route"].split("/")[1] for line in ordered] == [path.split("/")[1] for path in paths]
     kept_lines = ordered[:50]
     fine_lines = ordered[50:]
-    expected_fine = {line["trace_id"] for line in fine_lines if _head_sampled(line["trace_id"])}
+    expected_fine = {line["trace_id"] for line in fine_lines if head_sampled(line["trace_id"])}
     wanted = {line["trace_id"] for line in kept_lines} | expected_fine
     assert otlp_receiver.wait_for(
         lambda r: wanted <= {s.trace_id for s in r.spans() if s.kind == "SERVER"}, timeout=20.0
@@ -189,7 +170,7 @@ def test_every_failing_and_slow_request_is_exported_with_its_sql_child_and_fine_
         assert server.parent_span_id == ""
         assert server.attributes["http.route"] == line["http.route"]
         assert server.attributes["http.response.status_code"] == line["http.response.status_code"]
-        head = _head_sampled(line["trace_id"])
+        head = head_sampled(line["trace_id"])
         expected_reason = "head" if head else ("slow" if line["http.route"] == "/slow/{n}" else "error")
         assert server.attributes["otel_setup.kept"] == expected_reason
         (sql,) = [s for s in spans if s.kind == "CLIENT" and s.scope_name == "otel_setup.sqlalchemy"]
@@ -227,8 +208,8 @@ def test_a_kept_trace_has_its_redis_httpx_and_sql_children_with_the_propagated_s
     responses = _call(app, [f"/calls/{n}" for n in range(12)])
     assert {r.status_code for r in responses} == {500}
     telemetry.force_flush(10.0)
-    lines = _request_lines(capsys.readouterr().out)
-    unsampled = [line for line in lines if not _head_sampled(line["trace_id"])]
+    lines = request_lines(capsys.readouterr().out)
+    unsampled = [line for line in lines if not head_sampled(line["trace_id"])]
     assert unsampled, "at 10 % most of the twelve were not head-sampled"
     wanted = {line["trace_id"] for line in lines}
     assert otlp_receiver.wait_for(lambda r: wanted <= {s.trace_id for s in r.spans() if s.kind == "SERVER"})
@@ -260,10 +241,10 @@ def test_keep_none_exports_head_sampled_traces_only(
     telemetry = otel_setup.configure(app, otlp_endpoint=otlp_receiver.endpoint, request_log_buffer_ms=0, keep="none")
     _call(app, [f"/fail/{n}" for n in range(30)])
     telemetry.force_flush(10.0)
-    lines = _request_lines(capsys.readouterr().out)
-    expected = {line["trace_id"] for line in lines if _head_sampled(line["trace_id"])}
+    lines = request_lines(capsys.readouterr().out)
+    expected = {line["trace_id"] for line in lines if head_sampled(line["trace_id"])}
+    # force_flush returned after every export answered: what arrived is all there is.
     assert otlp_receiver.wait_for(lambda r: expected <= {s.trace_id for s in r.spans()})
-    time.sleep(0.5)
     exported = {s.trace_id for s in otlp_receiver.spans() if s.kind == "SERVER"}
     assert exported & {line["trace_id"] for line in lines} == expected
     assert all("otel_setup.kept" not in s.attributes for s in otlp_receiver.spans())
@@ -353,7 +334,7 @@ def test_openmetrics_exemplars_and_otlp_exemplars_point_at_exported_traces(
     )
     assert exemplars, [line for line in openmetrics.text.splitlines() if "request_duration_seconds_bucket" in line][:3]
     telemetry.force_flush(10.0)
-    lines = _request_lines(capsys.readouterr().out)
+    lines = request_lines(capsys.readouterr().out)
     failing = {line["trace_id"] for line in lines if line["http.response.status_code"] == 500}
     trace_ids = {trace_id for _, _, trace_id, _ in exemplars}
     assert otlp_receiver.wait_for(lambda r: trace_ids <= {s.trace_id for s in r.spans()})

@@ -17,7 +17,6 @@ from collections.abc import Callable
 
 import pytest
 
-from bench.apps import MODES
 from bench.run import Worker
 
 pytestmark = pytest.mark.slow
@@ -30,7 +29,7 @@ BATCHES_PER_ROUND = 3
 
 def test_otel_setup_defaults_cost_less_than_1_6x_bare(record_property: Callable[[str, object], None]) -> None:
     started = time.monotonic()
-    workers = {name: Worker(MODES[name], warmup=2000) for name in ("bare", "otel_setup")}
+    workers = {name: Worker(name, warmup=2000) for name in ("bare", "otel_setup")}
     medians: dict[str, list[float]] = {name: [] for name in workers}
     try:
         for worker in workers.values():

@@ -39,7 +39,8 @@ def test_shutdown_returns_within_its_deadline_against_a_hung_collector(otlp_rece
     tracer = telemetry.tracer_provider.get_tracer("test")
     for index in range(5000):
         tracer.start_span(f"work {index}").end()
-    time.sleep(1.2)  # the first batch is now stuck in a hung export
+    # The first batch is now stuck in a hung export.
+    assert otlp_receiver.wait_for(lambda r: r.request_count("traces") >= 1, timeout=5)
     started = time.monotonic()
     delivered = telemetry.shutdown()
     elapsed = time.monotonic() - started
@@ -84,7 +85,7 @@ def test_sigterm_with_a_hung_collector_exits_within_the_deadline(otlp_receiver: 
         with httpx.Client() as client:
             for index in range(200):
                 client.get(f"http://127.0.0.1:{port}/items/{index}")
-        time.sleep(1.5)
+        assert otlp_receiver.wait_for(lambda r: r.request_count("traces") >= 1, timeout=5)  # an export hangs
         elapsed = stop(process)
     assert elapsed < 5.0 + 1.0 + 0.5, f"exit took {elapsed:.1f}s"
 

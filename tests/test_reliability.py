@@ -30,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import otel_setup
 from tests.support.load import run_blocks
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan
+from tests.support.polling import wait_until
 from tests.support.processes import BIN, ROOT, free_port, server, stop
 from tests.support.sentry_ingest import SentryIngest
 
@@ -169,15 +170,6 @@ def _queue_full(labels: dict[str, str]) -> bool:
     return labels.get("error_type") == "queue_full"
 
 
-def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
-
-
 def _export_log_lines(log: Path) -> dict[str, int]:
     """JSON lines on stdout from the export path, per logger (one logger per signal)."""
     counts: dict[str, int] = {}
@@ -279,7 +271,7 @@ def test_collector_fault_costs_no_request(otlp_receiver: OtlpReceiver, tmp_path:
 
         # What was lost is counted where alert rules can see it.
         if fault in ("refused", "hang", "400"):
-            assert _wait(
+            assert wait_until(
                 lambda: (
                     _total(client, "otel_sdk_exporter_span_exported_total", _failed)
                     + _total(client, "otel_sdk_processor_span_processed_total", _queue_full)
@@ -300,12 +292,12 @@ def test_collector_fault_costs_no_request(otlp_receiver: OtlpReceiver, tmp_path:
         if fault == "400":
             # A permanent error: exactly one attempt per batch. One batch is
             # isolated here: 3 requests, then the 1 s schedule sends them.
-            assert _wait(lambda: _total(client, "otel_sdk_processor_span_queue_size") == 0, timeout=10)
+            assert wait_until(lambda: _total(client, "otel_sdk_processor_span_queue_size") == 0, timeout=10)
             time.sleep(1.5)
             before = otlp_receiver.request_count("traces")
             failed_before = _total(client, "otel_sdk_exporter_span_exported_total", _failed)
             _load(client, "/items/{index}", 3)
-            assert _wait(
+            assert wait_until(
                 lambda: _total(client, "otel_sdk_exporter_span_exported_total", _failed) >= failed_before + 3,
                 timeout=5,
             )
@@ -363,7 +355,7 @@ def test_retry_after_is_honoured_and_retries_stop_at_the_export_timeout(
             otlp_receiver.set_fault("status", status_code=503, retry_after=2)
             first = otlp_receiver.request_count("traces")
             _load(client, "/items/{index}", 5)
-            assert _wait(lambda: _total(client, "otel_sdk_exporter_span_exported_total", _failed) == 5, timeout=10)
+            assert wait_until(lambda: _total(client, "otel_sdk_exporter_span_exported_total", _failed) == 5, timeout=10)
             arrivals = otlp_receiver.arrival_times("traces")[first:]
             assert len(arrivals) == 3, arrivals
             assert all(later - earlier >= 2.0 for earlier, later in itertools.pairwise(arrivals)), arrivals
@@ -435,7 +427,7 @@ def test_sentry_faults_keep_failing_requests_fast(otlp_receiver: OtlpReceiver, t
             _latency_rule(f"sentry {fault}", base, under, misses)
 
             # The loss is counted: skipped while limited or full, or lost by the SDK itself.
-            assert _wait(lambda: bool(_metrics(client).get("otel_setup_sentry_events_dropped_total")), timeout=5)
+            assert wait_until(lambda: bool(_metrics(client).get("otel_setup_sentry_events_dropped_total")), timeout=5)
             reasons = {
                 labels["reason"]: value for labels, value in _metrics(client)["otel_setup_sentry_events_dropped_total"]
             }
@@ -582,7 +574,7 @@ def test_uvicorn_reload_child_processes(otlp_receiver: OtlpReceiver, tmp_path: P
     with server(argv, env=env, ready_url=f"http://127.0.0.1:{port}/health", log_path=tmp_path / "log") as process:
         first = {httpx.get(url).json()["pid"] for _ in range(10)}
         module.write_text(module.read_text() + "\n# edited\n")
-        assert _wait(lambda: _pid_or_none(url) not in (None, *first), timeout=15), "the reloader restarted the app"
+        assert wait_until(lambda: _pid_or_none(url) not in (None, *first), timeout=15), "the reloader restarted the app"
         second = {httpx.get(url).json()["pid"] for _ in range(10)}
         took = stop(process)
     assert took < 2 + 2 + 1, f"uvicorn --reload took {took:.1f}s to stop"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -26,3 +27,12 @@ def test_ruff_lint_and_format() -> None:
         [str(BIN / "ruff"), "format", "--check", *PATHS], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert fmt.returncode == 0, fmt.stdout[-4000:]
+
+
+def test_every_package_directory_is_listed_for_the_build() -> None:
+    """pyproject lists packages by hand (two are mapped from examples/): a new subpackage must be added there."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    on_disk = {".".join(path.parent.relative_to(ROOT).parts) for path in (ROOT / "otel_setup").rglob("__init__.py")}
+    mapped = {name: ROOT / where for name, where in config["package-dir"].items()}
+    assert all((where / "__init__.py").is_file() for where in mapped.values()), mapped
+    assert set(config["packages"]) == on_disk | set(mapped)

@@ -5,10 +5,17 @@ are served from this process, the example service runs as a child process
 (its own ``configure(app)``, its own stdout), and its spans are exported over
 OTLP/HTTP to a receiver this process owns. The report is computed from the
 service's ``/metrics``, the exported spans and the JSON lines it printed.
+
+The example service and the stand-ins are written once, in the repository's
+``examples/gw2_app`` and ``examples/standins``, where readers find them; the
+build ships those directories as :mod:`otel_setup._demo.gw2_app` and
+:mod:`otel_setup._demo.standins` (``package-dir`` in ``pyproject.toml``), so
+the demo runs from an installed wheel as from a checkout.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import signal
@@ -22,12 +29,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TextIO
 
 __all__ = ["DemoOptions", "run_demo"]
 
 HOST = "127.0.0.1"
 _NEEDED = ("uvicorn", "httpx", "sqlalchemy", "redis", "fakeredis")
+_SERVICE = "otel_setup._demo.gw2_app"
+_STANDINS = "otel_setup._demo.standins"
 
 
 @dataclass(frozen=True)
@@ -40,11 +50,19 @@ class DemoOptions:
     port: int = 0
 
 
-def _examples_root() -> Path | None:
-    """The checkout holding ``examples/``: next to the package (editable install), else the cwd."""
-    for candidate in (Path(__file__).resolve().parents[2], Path.cwd()):
-        if (candidate / "examples" / "gw2_app" / "main.py").is_file():
-            return candidate
+def _standin(name: str) -> ModuleType:
+    """A stand-in module, imported by name: its source lives under ``examples/``, outside type checking."""
+    return importlib.import_module(f"{_STANDINS}.{name}")
+
+
+def _missing() -> str | None:
+    """Why the demo cannot run here, or None."""
+    missing = [name for name in _NEEDED if importlib.util.find_spec(name) is None]
+    if missing:
+        return f"otel-setup demo needs {', '.join(missing)}: pip install 'otel_setup[examples]'"
+    if importlib.util.find_spec(_SERVICE) is None or importlib.util.find_spec(_STANDINS) is None:
+        # An editable install made before the example service was shipped in the package.
+        return "otel-setup demo: this installation lacks the example service; reinstall otel_setup (pip install -e .)"
     return None
 
 
@@ -85,12 +103,12 @@ class _Standin:
 class _App:
     """The example service as a child process; its stdout lines are kept for the report."""
 
-    def __init__(self, root: Path, port: int, env: dict[str, str]) -> None:
+    def __init__(self, port: int, env: dict[str, str], cwd: str) -> None:
         self.port = port
         self.lines: list[str] = []
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "examples.gw2_app.main:app", "--host", HOST, "--port", str(port)],
-            cwd=root,
+            [sys.executable, "-m", "uvicorn", f"{_SERVICE}.main:app", "--host", HOST, "--port", str(port)],
+            cwd=cwd,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -137,10 +155,8 @@ class _App:
         self._reader.join(2.0)
 
 
-def _app_env(root: Path, receiver: str, options: DemoOptions, gw2: int, ai: int, data_dir: str) -> dict[str, str]:
+def _app_env(receiver: str, options: DemoOptions, gw2: int, ai: int, data_dir: str) -> dict[str, str]:
     """The parent's environment minus anything that would change the demo, plus its wiring."""
-    from examples.standins.ai_api import DEMO_API_KEY
-
     env = {
         name: value
         for name, value in os.environ.items()
@@ -149,12 +165,11 @@ def _app_env(root: Path, receiver: str, options: DemoOptions, gw2: int, ai: int,
     }
     env.update(
         {
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
             "PYTHONUNBUFFERED": "1",
             "DATABASE_URL": f"sqlite:///{Path(data_dir) / 'gw2_app.db'}",
             "GW2_API_BASE": f"http://{HOST}:{gw2}",
             "AI_API_BASE": f"http://{HOST}:{ai}/v1",
-            "AI_API_KEY": DEMO_API_KEY,
+            "AI_API_KEY": _standin("ai_api").DEMO_API_KEY,
             "OTEL_SERVICE_NAME": "gw2-app",
             "ENVIRONMENT": "demo",
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver,
@@ -168,10 +183,10 @@ def _app_env(root: Path, receiver: str, options: DemoOptions, gw2: int, ai: int,
 
 
 @contextmanager
-def _stack(root: Path, options: DemoOptions, data_dir: str) -> Iterator[tuple[_App, Any, _Standin, _Standin]]:
-    from examples.standins import ai_api, gw2_api
+def _stack(options: DemoOptions, data_dir: str) -> Iterator[tuple[_App, Any, _Standin, _Standin]]:
     from otel_setup._demo.receiver import DemoReceiver
 
+    ai_api, gw2_api = _standin("ai_api"), _standin("gw2_api")
     receiver = DemoReceiver(forward_to=options.otlp_endpoint).start()
     # A small bucket, refilled faster than the steady GW2 call rate: only the
     # demo's deliberate burst runs into 429s.
@@ -180,7 +195,7 @@ def _stack(root: Path, options: DemoOptions, data_dir: str) -> Iterator[tuple[_A
     app: _App | None = None
     try:
         port = _free_port(options.port or 8000)
-        app = _App(root, port, _app_env(root, receiver.endpoint, options, gw2.port, ai.port, data_dir))
+        app = _App(port, _app_env(receiver.endpoint, options, gw2.port, ai.port, data_dir), cwd=data_dir)
         app.wait_until_up()
         yield app, receiver, gw2, ai
     finally:
@@ -192,25 +207,15 @@ def _stack(root: Path, options: DemoOptions, data_dir: str) -> Iterator[tuple[_A
 
 
 def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> int:
-    root = _examples_root()
-    if root is None:
-        print(
-            "otel-setup demo needs the example service (examples/gw2_app) of an otel_setup checkout: "
-            "run it from the repository root.",
-            file=sys.stderr,
-        )
+    problem = _missing()
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
-    missing = [name for name in _NEEDED if importlib.util.find_spec(name) is None]
-    if missing:
-        print(f"otel-setup demo needs {', '.join(missing)}: pip install -e '.[examples]'", file=sys.stderr)
-        return 2
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    from examples.standins.gw2_api import DEMO_KEY
     from otel_setup._demo import report
     from otel_setup._demo.traffic import drive
 
-    with tempfile.TemporaryDirectory(prefix="otel-setup-demo-") as data_dir, _stack(root, options, data_dir) as stack:
+    demo_key: str = _standin("gw2_api").DEMO_KEY
+    with tempfile.TemporaryDirectory(prefix="otel-setup-demo-") as data_dir, _stack(options, data_dir) as stack:
         app, receiver, gw2, ai = stack
         print(
             f"example service on {app.base} (GW2 stand-in :{gw2.port}, AI stand-in :{ai.port}, "
@@ -218,7 +223,7 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> int:
             file=sys.stderr,
         )
         started = time.monotonic()
-        drive(app.base, DEMO_KEY, duration=options.duration, rps=options.rps)
+        drive(app.base, demo_key, duration=options.duration, rps=options.rps)
         window = time.monotonic() - started
         import httpx
 
@@ -242,7 +247,7 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> int:
             )
         out.flush()
         if options.keep_running:
-            out.write(_urls(app.base, DEMO_KEY))
+            out.write(_urls(app.base, demo_key))
             out.flush()
             with suppress(KeyboardInterrupt):
                 while True:

@@ -46,6 +46,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from tests.assets.test_collector_pipeline import prepared_database
 from tests.support.collector import STACKS, Collector, Ports, collector_binary, metric_value, running
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan
+from tests.support.polling import wait_until
 from tests.support.processes import free_port, server
 
 pytestmark = pytest.mark.slow
@@ -213,15 +214,6 @@ def app_server(tmp_path: Path, agent: Collector) -> Iterator[str]:
         log_path=tmp_path / "app.log",
     ):
         yield f"http://127.0.0.1:{port}"
-
-
-def wait_until(condition: Any, timeout: float, step: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step)
-    return bool(condition())
 
 
 def test_trace_id_routing_tail_sampling_and_a_gateway_lost_mid_run(tmp_path: Path) -> None:

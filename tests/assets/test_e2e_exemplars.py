@@ -18,15 +18,14 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
 from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.processes import free_port, server
+from tests.support.sampling import head_sampled
 
 pytestmark = pytest.mark.slow
 
 JOB = "keep-e2e"
-_BOUND = TraceIdRatioBased.get_bound_for_rate(0.1)
 
 
 def test_prometheus_exemplars_point_at_exported_traces_kept_errors_included(
@@ -126,7 +125,7 @@ def test_prometheus_exemplars_point_at_exported_traces_kept_errors_included(
             assert str(span.attributes["http.response.status_code"]) == labels["http_response_status_code"]
         error_ids = {e["labels"]["trace_id"] for labels, e in points if labels["http_response_status_code"] == "500"}
         assert error_ids and error_ids <= failing
-        unsampled_errors = {t for t in failing if (int(t, 16) & ((1 << 64) - 1)) >= _BOUND}
+        unsampled_errors = {t for t in failing if not head_sampled(t)}
         assert unsampled_errors <= {s.trace_id for s in otlp_receiver.spans() if s.kind == "SERVER"}, (
             "failing requests head sampling dropped were exported all the same"
         )

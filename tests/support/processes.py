@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.polling import wait_until
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
@@ -25,15 +27,13 @@ def free_port() -> int:
 
 
 def wait_http(url: str, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         try:
-            if httpx.get(url, timeout=1.0).status_code < 500:
-                return True
+            return httpx.get(url, timeout=1.0).status_code < 500
         except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    return False
+            return False
+
+    return wait_until(answers, timeout, step=0.1)
 
 
 @contextmanager

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.support.polling import wait_until
+
 __all__ = ["SentryIngest"]
 
 
@@ -116,12 +118,7 @@ class SentryIngest:
             ]
 
     def wait_for(self, predicate: Callable[[SentryIngest], bool], timeout: float = 10.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate(self):
-                return True
-            time.sleep(0.02)
-        return predicate(self)
+        return wait_until(lambda: predicate(self), timeout, step=0.02)
 
     def stop(self) -> None:
         self._stop.set()
