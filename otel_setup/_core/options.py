@@ -65,6 +65,17 @@ class LoggingOptions:
     """Extra structlog processors, run after the package's and before redaction and rendering."""
 
 
+Sampler = Literal[
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+]
+"""The samplers ``OTEL_TRACES_SAMPLER`` and ``sampler=`` accept (the settings' choice list is this)."""
+
+
 class ConfigureOptions(TypedDict, total=False):
     """Keyword arguments of ``configure()``; each overrides its environment variable.
 
@@ -90,14 +101,7 @@ class ConfigureOptions(TypedDict, total=False):
     otlp_logs_protocol: Literal["http/protobuf", "grpc"]
     otlp_headers: Mapping[str, str]
     otlp_timeout: float
-    sampler: Literal[
-        "always_on",
-        "always_off",
-        "traceidratio",
-        "parentbased_always_on",
-        "parentbased_always_off",
-        "parentbased_traceidratio",
-    ]
+    sampler: Sampler
     sampling_ratio: float
     metric_export_interval: int
     attribute_value_length_limit: int

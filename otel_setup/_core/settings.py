@@ -17,10 +17,11 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Final, Generic, TypeVar, cast
+from typing import Any, Final, Generic, TypeVar, cast, get_args
 
 from otel_setup._core import parsers as parse
 from otel_setup._core.errors import unknown_keyword
+from otel_setup._core.options import Sampler
 from otel_setup._core.parsers import Parser, mask_url
 from otel_setup._integrations.registry import disabled_list_names
 
@@ -28,14 +29,7 @@ __all__ = ["SETTINGS", "Setting", "Settings", "config_error_policy", "mask_url",
 
 T = TypeVar("T")
 
-SAMPLERS: Final = (
-    "always_on",
-    "always_off",
-    "traceidratio",
-    "parentbased_always_on",
-    "parentbased_always_off",
-    "parentbased_traceidratio",
-)
+SAMPLERS: Final[tuple[str, ...]] = get_args(Sampler)
 PROTOCOLS: Final = ("http/protobuf", "grpc")
 TRACES_EXPORTERS: Final = ("otlp", "console", "none")
 METRICS_EXPORTERS: Final = ("prometheus", "otlp", "console", "none")

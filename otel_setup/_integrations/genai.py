@@ -54,7 +54,7 @@ from otel_setup._core.prices import PriceTable, load_price_table
 from otel_setup._hotpath.keep import KeepingTracer
 from otel_setup._integrations import calllog
 from otel_setup._integrations.genai_body import BodyReader, Result, parse_rate_limits
-from otel_setup._integrations.httpx import client_duration_histogram, protocol_version, request_attributes
+from otel_setup._integrations.httpx import add_response_attributes, client_duration_histogram, request_attributes
 from otel_setup._integrations.httpx_body import observe_body
 from otel_setup.version import __version__
 
@@ -139,14 +139,8 @@ class _GenAICall:
 
     def finish(self, response: Any) -> None:
         try:
-            status = int(response.status_code)
             attributes = self._http_attributes
-            attributes["http.response.status_code"] = status
-            version = protocol_version(response)
-            if version:
-                attributes["network.protocol.version"] = version
-            if status >= 400:
-                attributes["error.type"] = str(status)
+            status = add_response_attributes(attributes, response)
             self._instruments.http_duration.record(perf_counter() - self._start, attributes)
             if self._span.is_recording():
                 self._span.set_attribute("http.response.status_code", status)

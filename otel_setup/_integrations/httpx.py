@@ -402,3 +402,15 @@ def protocol_version(response: Any) -> str | None:
     if isinstance(raw, bytes) and raw.startswith(b"HTTP/"):
         return raw[5:].decode("ascii", "replace")
     return None
+
+
+def add_response_attributes(attributes: dict[str, Any], response: Any) -> int:
+    """A client call's response attributes (status, protocol version, ``error.type`` for 4xx/5xx); the status."""
+    status = int(response.status_code)
+    attributes["http.response.status_code"] = status
+    version = protocol_version(response)
+    if version:
+        attributes["network.protocol.version"] = version
+    if status >= 400:
+        attributes["error.type"] = str(status)
+    return status

@@ -36,7 +36,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, Trac
 
 from otel_setup._core.errors import OtelSetupConfigError
 from otel_setup._hotpath.keep import KeepingTracer
-from otel_setup._integrations.httpx import client_duration_histogram, protocol_version, request_attributes
+from otel_setup._integrations.httpx import add_response_attributes, client_duration_histogram, request_attributes
 from otel_setup._integrations.httpx_body import BodySink, observe_body
 from otel_setup._integrations.httpx_transport import ApiCall, ApiHandler
 from otel_setup._security.redaction import redact_query
@@ -227,19 +227,14 @@ class _EndpointCall:
 
     def finish(self, response: Any) -> None:
         try:
-            status = int(response.status_code)
             self._duration = perf_counter() - self._start
             attributes = self._attributes
-            attributes["http.response.status_code"] = status
-            version = protocol_version(response)
-            if version:
-                attributes["network.protocol.version"] = version
-            if status >= 400:
-                attributes["error.type"] = str(status)
+            status = add_response_attributes(attributes, response)
             self.handler.duration.record(self._duration, attributes)
             span = self._span
             if span.is_recording():
                 span.set_attribute("http.response.status_code", status)
+                version = attributes.get("network.protocol.version")
                 if version:
                     span.set_attribute("network.protocol.version", version)
                 if status >= 400:
