@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-__all__ = ["CATALOG", "SECTIONS", "MetricSpec", "markdown_table", "render_document"]
+__all__ = ["CATALOG", "SECTIONS", "MetricSpec", "buckets", "markdown_table", "render_document", "spec"]
 
 Kind = Literal["histogram", "counter", "up-down counter", "gauge", "observable gauge"]
 
@@ -37,6 +37,8 @@ class MetricSpec:
     """Markdown: the attribute keys and their bounded values."""
     meaning: str
     section: str
+    buckets: tuple[float, ...] | None = None
+    """A histogram's explicit bucket boundaries: the one layout every scope recording it uses."""
 
     @property
     def prometheus(self) -> str:
@@ -70,6 +72,36 @@ SECTIONS: Final = {
     "process": "Process and runtime",
 }
 
+# Request-duration buckets: the semantic-conventions advisory set plus 0.2 s
+# and 2 s, so the "p95 < 200 ms" objective and the 2 s alert threshold fall
+# exactly on a bucket boundary instead of being interpolated.
+SERVER_DURATION_BUCKETS: Final = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.2,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+)
+# The semantic-conventions advisory set.
+CLIENT_DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+# The semantic-conventions advisory set plus 0.5 ms and 2.5 ms: SQL and Redis share this one
+# family, and a cache command usually answers in under a millisecond.
+DB_DURATION_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
+# The GenAI semantic conventions' advisory sets (tokens: 1 ... 67,108,864).
+GENAI_DURATION_BUCKETS: Final = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+GENAI_TOKEN_BUCKETS: Final[tuple[float, ...]] = tuple(4**n for n in range(14))
+
 _GENAI_LABELS: Final = (
     "`gen_ai.operation.name` (`chat`), `gen_ai.provider.name`, `gen_ai.request.model`, `gen_ai.response.model`, "
     "`server.address`, `server.port`"
@@ -88,6 +120,7 @@ CATALOG: Final[tuple[MetricSpec, ...]] = (
         "to its first event, see [fastapi.md](fastapi.md)); rate, errors and latency per route. Buckets carry "
         "exemplars (`trace_id`, `span_id`) of exported traces: OTLP points always, `/metrics` in OpenMetrics.",
         "http-server",
+        SERVER_DURATION_BUCKETS,
     ),
     MetricSpec(
         "http.server.active_requests",
@@ -105,6 +138,7 @@ CATALOG: Final[tuple[MetricSpec, ...]] = (
         "`network.protocol.version`, `error.type`; `url.template` on GW2 calls only (e.g. `/v2/characters/{name}`)",
         "Outgoing httpx calls, from sending the request to the end of the response headers.",
         "http-client",
+        CLIENT_DURATION_BUCKETS,
     ),
     MetricSpec(
         "db.client.operation.duration",
@@ -115,6 +149,7 @@ CATALOG: Final[tuple[MetricSpec, ...]] = (
         "`_OTHER`), `db.namespace`, `server.address`, `server.port`, `error.type`",
         "Database query and Redis command time, including failed ones.",
         "database",
+        DB_DURATION_BUCKETS,
     ),
     MetricSpec(
         "gw2.api.requests",
@@ -135,6 +170,7 @@ CATALOG: Final[tuple[MetricSpec, ...]] = (
         "`context_length_exceeded`, `model_not_found`, else the status code or exception class)",
         "AI call latency, to the end of the (streamed) body.",
         "genai",
+        GENAI_DURATION_BUCKETS,
     ),
     MetricSpec(
         "gen_ai.client.token.usage",
@@ -143,6 +179,7 @@ CATALOG: Final[tuple[MetricSpec, ...]] = (
         "as above without `error.type`, plus `gen_ai.token.type` (`input`, `output`)",
         "Tokens per successful call with reported usage; `_sum` is the tokens burnt.",
         "genai",
+        GENAI_TOKEN_BUCKETS,
     ),
     MetricSpec(
         "otel_setup.genai.cost.usd",
@@ -240,7 +277,7 @@ CATALOG: Final[tuple[MetricSpec, ...]] = (
     MetricSpec(
         "otel.sdk.processor.log.queue.size",
         "up-down counter",
-        "{log_record}",
+        "{log}",
         "`otel.component.type`, `otel.component.name`",
         "Log records waiting for export.",
         "pipeline",
@@ -315,7 +352,7 @@ CATALOG: Final[tuple[MetricSpec, ...]] = (
     MetricSpec(
         "process.thread.count",
         "gauge",
-        "{thread}",
+        "",
         "—",
         "Threads of this process (the export and flusher threads included).",
         "process",
@@ -323,7 +360,7 @@ CATALOG: Final[tuple[MetricSpec, ...]] = (
     MetricSpec(
         "process.open_file_descriptor.count",
         "gauge",
-        "{file_descriptor}",
+        "",
         "—",
         "Open file descriptors: sockets, files, pipes.",
         "process",
@@ -365,13 +402,29 @@ CATALOG: Final[tuple[MetricSpec, ...]] = (
 )
 
 
+_BY_NAME: Final = {entry.name: entry for entry in CATALOG}
+
+
+def spec(name: str) -> MetricSpec:
+    """The catalog entry of ``name``; a name missing from the catalog is a programming error."""
+    return _BY_NAME[name]
+
+
+def buckets(name: str) -> tuple[float, ...]:
+    """The bucket boundaries of histogram ``name``: every instrument of that name uses these."""
+    layout = _BY_NAME[name].buckets
+    if layout is None:
+        raise KeyError(f"{name} has no bucket layout in the catalog")
+    return layout
+
+
 def markdown_table(section: str) -> str:
     """One section's table, as it appears in docs/metrics.md (names backticked, Prometheus last)."""
     rows = ["| OTel name | kind, unit | attributes | meaning | Prometheus |", "|---|---|---|---|---|"]
     for spec in CATALOG:
         if spec.section == section:
             rows.append(
-                f"| `{spec.name}` | {spec.kind}, {spec.unit} | {spec.attributes} | {spec.meaning} "
+                f"| `{spec.name}` | {spec.kind}, {spec.unit or 'no unit'} | {spec.attributes} | {spec.meaning} "
                 f"| `{spec.prometheus_series}` |"
             )
     return "\n".join(rows) + "\n"

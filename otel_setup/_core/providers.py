@@ -56,28 +56,6 @@ __all__ = ["Providers", "build_providers", "build_resource", "build_sampler", "r
 
 _log = logging.getLogger("otel_setup")
 
-# Request-duration buckets: the semantic-conventions advisory set plus 0.2 s
-# and 2 s, so the "p95 < 200 ms" objective and the 2 s alert threshold fall
-# exactly on a bucket boundary instead of being interpolated.
-DURATION_BUCKETS: tuple[float, ...] = (
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.075,
-    0.1,
-    0.2,
-    0.25,
-    0.5,
-    0.75,
-    1.0,
-    2.0,
-    2.5,
-    5.0,
-    7.5,
-    10.0,
-)
-
 
 class _PeriodicReader(PeriodicExportingMetricReader):
     """OTLP push of the SDK's metrics plus the hot-path instruments'."""

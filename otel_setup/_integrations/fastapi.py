@@ -30,7 +30,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer, Trac
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from otel_setup._compat import MOUNT_TEMPLATE, disable_native_telemetry, full_route_template
-from otel_setup._core.providers import DURATION_BUCKETS
+from otel_setup._core.catalog import buckets
 from otel_setup._hotpath.context import SpanActivation
 from otel_setup._hotpath.keep import HELD, KEPT, BufferingRoot, Keeper, release
 from otel_setup._hotpath.metrics import FastHistogram, InFlight, LocalMetrics
@@ -677,7 +677,7 @@ def _new_server_instruments(local_metrics: LocalMetrics) -> tuple[FastHistogram,
         "http.server.request.duration",
         "s",
         "Duration of HTTP server requests.",
-        DURATION_BUCKETS,
+        buckets("http.server.request.duration"),
         SERVER_DURATION_ATTRIBUTES,
     )
     active = InFlight(

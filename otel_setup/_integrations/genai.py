@@ -49,6 +49,7 @@ from typing import Any, Final
 from opentelemetry.metrics import Counter, Histogram, MeterProvider, _Gauge
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 
+from otel_setup._core.catalog import buckets
 from otel_setup._core.options import GenAICall, emit_call
 from otel_setup._core.prices import PriceTable, load_price_table
 from otel_setup._hotpath.keep import KeepingTracer
@@ -65,8 +66,6 @@ _SCOPE_NAME: Final = "otel_setup.genai"
 UNKNOWN: Final = "unknown"
 _MAX_REQUEST_BODY: Final = 8 << 20
 # Semantic-conventions advisory buckets.
-_DURATION_BUCKETS: Final = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
-_TOKEN_BUCKETS: Final = tuple(4**n for n in range(14))  # 1 ... 67,108,864
 _PROVIDERS: Final = {
     "api.openai.com": "openai",
     "api.groq.com": "groq",
@@ -360,13 +359,13 @@ class GenAIApi:
                 "gen_ai.client.operation.duration",
                 unit="s",
                 description="GenAI operation duration.",
-                explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+                explicit_bucket_boundaries_advisory=buckets("gen_ai.client.operation.duration"),
             ),
             tokens=meter.create_histogram(
                 "gen_ai.client.token.usage",
                 unit="{token}",
                 description="Number of input and output tokens used.",
-                explicit_bucket_boundaries_advisory=_TOKEN_BUCKETS,
+                explicit_bucket_boundaries_advisory=buckets("gen_ai.client.token.usage"),
             ),
             cost=meter.create_counter(
                 "otel_setup.genai.cost.usd",

@@ -28,6 +28,7 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from otel_setup._core.catalog import buckets
 from otel_setup._hotpath.context import SPAN_KEY
 from otel_setup._hotpath.keep import BufferingRoot, Built, buffer
 from otel_setup._hotpath.metrics import histogram as fast_histogram
@@ -50,7 +51,6 @@ __all__ = [
 _log = logging.getLogger("otel_setup")
 _SCOPE: Final = ("otel_setup.httpx", __version__)
 # Stable semconv's http.client.request.duration buckets, as contrib and the SDK advise them.
-_DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 _DURATION_ATTRIBUTES: Final = (
     "http.request.method",
     "server.address",
@@ -381,7 +381,7 @@ def client_duration_histogram(meter_provider: MeterProvider) -> Any:
             "http.client.request.duration",
             "s",
             "Duration of HTTP client requests.",
-            _DURATION_BUCKETS,
+            buckets("http.client.request.duration"),
             _DURATION_ATTRIBUTES,
         )
     return duration

@@ -24,6 +24,7 @@ from typing import Any, Final
 from opentelemetry.metrics import Histogram, MeterProvider
 from opentelemetry.trace import SpanKind, TracerProvider
 
+from otel_setup._core.catalog import buckets
 from otel_setup._hotpath.keep import BufferingRoot, Built, buffer
 from otel_setup._hotpath.metrics import histogram as fast_histogram
 from otel_setup._hotpath.metrics import values_recorder
@@ -36,7 +37,6 @@ __all__ = ["instrument_redis", "uninstrument_redis"]
 
 _log = logging.getLogger("otel_setup")
 _SCOPE_NAME: Final = "otel_setup.redis"
-_DB_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
 
 _DURATION_ATTRIBUTES: Final = DB_OPERATION_ATTRIBUTES  # db.collection.name stays None
 _PLANS_ATTR: Final = "_otel_setup_commands"
@@ -187,7 +187,7 @@ def instrument_redis(
         "db.client.operation.duration",
         "s",
         "Duration of database client operations.",
-        _DB_BUCKETS,
+        buckets("db.client.operation.duration"),
         _DURATION_ATTRIBUTES,
     )
     targets = (

@@ -42,6 +42,7 @@ from typing import Any, Final, NamedTuple
 from opentelemetry.metrics import Histogram, MeterProvider
 from opentelemetry.trace import SpanKind, Tracer, TracerProvider
 
+from otel_setup._core.catalog import buckets
 from otel_setup._hotpath.keep import TEXT_CAP, BufferingRoot, Built, buffer, capped_text
 from otel_setup._hotpath.metrics import histogram as fast_histogram
 from otel_setup._hotpath.metrics import values_recorder
@@ -66,7 +67,6 @@ _SYSTEMS: Final = {
     "mssql": "microsoft.sql_server",
     "oracle": "oracle.db",
 }
-_DB_BUCKETS: Final = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
 
 _instrumented: list[_Listeners] = []
 
@@ -369,7 +369,7 @@ def instrument_sqlalchemy(
         "db.client.operation.duration",
         "s",
         "Duration of database client operations.",
-        _DB_BUCKETS,
+        buckets("db.client.operation.duration"),
         _DURATION_ATTRIBUTES,
     )
     listeners = _Listeners(tracer, duration, slow_query_ms, unsampled_children_dropped(tracer_provider))
