@@ -335,6 +335,12 @@ def test_retry_after_is_honoured_and_retries_stop_at_the_export_timeout(
             # Export-path logs would go to a healthy receiver of their own, if they were exported at all.
             OTEL_EXPORTER_OTLP_LOGS_ENDPOINT=f"{log_receiver.endpoint}/v1/logs",
             OTEL_SETUP_REQUEST_LOG_LEVEL="info",
+            # Small batches: a healthy exporter then serialises a batch in every
+            # measured block, as a service under steady load does. With 512-span
+            # batches the one serialisation of a run lands in whichever block the
+            # span count happens to reach 512 in, healthy or faulted, and decides the p99.
+            OTEL_BSP_MAX_EXPORT_BATCH_SIZE="64",
+            OTEL_BLRP_MAX_EXPORT_BATCH_SIZE="64",
         )
         log = tmp_path / "server.log"
         with _uvicorn(env, log) as (_process, base), httpx.Client(base_url=base, timeout=10) as client:
