@@ -141,6 +141,13 @@ MODES: dict[str, Mode] = {
             needs_sink=True,
         ),
         Mode(
+            "otel_setup_delta",
+            "otel_setup production, delta temporality (metrics recorded through the SDK's instruments)",
+            _otel_setup(),
+            env={"OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "delta"},
+            needs_sink=True,
+        ),
+        Mode(
             "otel_setup_otlp",
             "otel_setup, 100% sampling, OTLP to a loopback sink",
             _otel_setup(sampling_ratio=1.0),

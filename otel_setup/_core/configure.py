@@ -93,6 +93,23 @@ def _split(
     checks = rest.pop("readiness_checks", None) or {}
     if not isinstance(checks, Mapping) or not all(isinstance(k, str) and callable(v) for k, v in checks.items()):
         raise OtelSetupConfigError("readiness_checks", checks, "a mapping of name to a zero-argument callable")
+    readers = rest.pop("metric_readers", None) or ()
+    if isinstance(readers, (str, bytes)) or not isinstance(readers, Iterable):
+        raise OtelSetupConfigError("metric_readers", readers, "a sequence of MetricReader objects")
+    from opentelemetry.sdk.metrics.export import MetricReader
+    from opentelemetry.sdk.metrics.view import View
+
+    readers = tuple(readers)
+    if not all(isinstance(reader, MetricReader) for reader in readers):
+        raise OtelSetupConfigError("metric_readers", readers, "a sequence of MetricReader objects")
+    views = rest.pop("views", None) or ()
+    if isinstance(views, (str, bytes)) or not isinstance(views, Iterable):
+        raise OtelSetupConfigError("views", views, "a sequence of opentelemetry.sdk.metrics.view.View objects")
+    views = tuple(views)
+    if not all(isinstance(view, View) for view in views):
+        raise OtelSetupConfigError("views", views, "a sequence of opentelemetry.sdk.metrics.view.View objects")
+    features["metric_readers"] = readers
+    features["views"] = views
     apis = rest.pop("known_apis", None) or ()
     if isinstance(apis, (str, bytes)) or not isinstance(apis, Iterable):
         raise OtelSetupConfigError("known_apis", apis, "a sequence of KnownHttpApi objects")
@@ -126,7 +143,13 @@ def _build(
         default_version=_app_attribute(app, "version", ignore=None),
     )
     redactor = build_redactor(settings, features.get("redact"))
-    providers = build_providers(settings, resource, redactor=redactor)
+    providers = build_providers(
+        settings,
+        resource,
+        redactor=redactor,
+        metric_readers=features.get("metric_readers", ()),
+        views=features.get("views", ()),
+    )
     _install_globals(providers.tracer_provider, providers.meter_provider, providers.logger_provider)
 
     from otel_setup._integrations._semconv import use_stable_semconv

@@ -11,6 +11,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.metrics.view import View
+
 from otel_setup.health import ReadinessCheck
 
 __all__ = [
@@ -104,6 +107,10 @@ class ConfigureOptions(TypedDict, total=False):
     sampler: Sampler
     sampling_ratio: float
     metric_export_interval: int
+    metrics_temporality: Literal["cumulative", "delta", "lowmemory"]
+    exemplar_filter: Literal["trace_based", "always_on", "always_off"]
+    metric_readers: Sequence[MetricReader]
+    views: Sequence[View]
     attribute_value_length_limit: int
     metrics_path: str | Literal[False]
     metrics_port: int

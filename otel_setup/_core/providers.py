@@ -23,8 +23,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics import ExemplarFilter, MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    ConsoleMetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -46,7 +52,7 @@ from otel_setup._core.selfmetrics import (
 )
 from otel_setup._core.settings import Settings
 from otel_setup._hotpath.keep import Keeper, KeepingParentBased
-from otel_setup._hotpath.metrics import FastCounter, LocalMetrics, attach, merge_into
+from otel_setup._hotpath.metrics import LocalMetrics, attach, merge_into
 from otel_setup._hotpath.sampling import PresetIdGenerator, RootSpans, unsampled_children_dropped
 from otel_setup._security.redaction import DEFAULT_REDACTOR, SDK_LENGTH_FACTOR, Redactor
 from otel_setup._security.scrubbing import ScrubbingLogExporter, ScrubbingSpanExporter, scrub_metrics
@@ -324,6 +330,8 @@ def _otlp_exporter(settings: Settings, signal: str) -> tuple[Any, str]:
     endpoint = settings.signal_endpoint(signal) or _default_endpoint(settings, signal)
     options: dict[str, Any] = {"endpoint": endpoint, "headers": dict(settings.otlp_headers)}
     options["timeout"] = settings.otlp_timeout
+    if signal == "metrics":
+        options["preferred_temporality"] = _preferred_temporality(settings)
     if protocol == "grpc":
         options["insecure"] = endpoint.startswith("http://")
     wire = "grpc" if protocol == "grpc" else "http"
@@ -389,7 +397,104 @@ class Providers:
         return steps
 
 
-def build_providers(settings: Settings, resource: Resource, *, redactor: Redactor = DEFAULT_REDACTOR) -> Providers:
+def needs_sdk_metrics(settings: Settings, metric_readers: Sequence[MetricReader], views: Sequence[View]) -> bool:
+    """Whether the package's instruments must be the SDK's rather than the pre-aggregated ones.
+
+    The fast instruments produce exactly what the SDK would for the default
+    setup: cumulative points, the instrument's own name, buckets and
+    attributes, trace-based exemplars, read by the package's readers. A
+    reader or View of the user's, a temporality other than cumulative, or
+    another exemplar filter is the SDK's job: the package then records through
+    the SDK's instruments (slower on the request path, and complete for every
+    reader).
+    """
+    return bool(metric_readers or views) or (
+        settings.metrics_temporality != "cumulative" or settings.exemplar_filter != "trace_based"
+    )
+
+
+def _preferred_temporality(settings: Settings) -> dict[type, AggregationTemporality]:
+    """The OTLP metric exporter's temporality per instrument kind, as the specification's presets define them."""
+    from opentelemetry.sdk.metrics import (
+        Counter,
+        Histogram,
+        ObservableCounter,
+        ObservableGauge,
+        ObservableUpDownCounter,
+        UpDownCounter,
+    )
+
+    cumulative, delta = AggregationTemporality.CUMULATIVE, AggregationTemporality.DELTA
+    preset = settings.metrics_temporality
+    table: dict[type, AggregationTemporality] = dict.fromkeys(
+        (Counter, Histogram, ObservableCounter, ObservableGauge, ObservableUpDownCounter, UpDownCounter), cumulative
+    )
+    if preset in ("delta", "lowmemory"):
+        table[Counter] = table[Histogram] = delta
+    if preset == "delta":
+        table[ObservableCounter] = delta
+    return table
+
+
+def _exemplar_filter(settings: Settings) -> ExemplarFilter:
+    from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, AlwaysOnExemplarFilter, TraceBasedExemplarFilter
+
+    if settings.exemplar_filter == "always_on":
+        return AlwaysOnExemplarFilter()
+    if settings.exemplar_filter == "always_off":
+        return AlwaysOffExemplarFilter()
+    return TraceBasedExemplarFilter()
+
+
+def _build_meter_provider(
+    settings: Settings,
+    resource: Resource,
+    redactor: Redactor,
+    local: LocalMetrics,
+    counters: ExportCounters,
+    exporters_to_reset: list[Any],
+    metric_readers: Sequence[MetricReader],
+    views: Sequence[View],
+) -> tuple[MeterProvider, Any | None]:
+    """The package's readers and the user's on one provider; the Prometheus registry, when there is one."""
+    readers: list[MetricReader] = []
+    registry: Any | None = None
+    metric_exporters = _metrics_exporter_names(settings)
+    if "prometheus" in metric_exporters:
+        from prometheus_client import CollectorRegistry
+
+        # A registry of our own: configure() in a test or a second app must
+        # never collide with whatever else registered in prometheus_client's
+        # global REGISTRY.
+        registry = CollectorRegistry(auto_describe=True)
+        readers.append(_PrometheusReader(local, resource, redactor, registry=registry))
+    if "otlp" in metric_exporters:
+        readers.append(_otlp_metric_reader(settings, counters, local, resource, exporters_to_reset, redactor))
+    if "console" in metric_exporters:
+        readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
+    readers.extend(metric_readers)
+    meter_provider = MeterProvider(
+        metric_readers=readers,
+        resource=resource,
+        shutdown_on_exit=False,
+        views=tuple(views),
+        exemplar_filter=_exemplar_filter(settings),
+    )
+    if needs_sdk_metrics(settings, metric_readers, views):
+        local.use_sdk(meter_provider)
+    else:
+        attach(meter_provider, local)
+    return meter_provider, registry
+
+
+def build_providers(
+    settings: Settings,
+    resource: Resource,
+    *,
+    redactor: Redactor = DEFAULT_REDACTOR,
+    metric_readers: Sequence[MetricReader] = (),
+    views: Sequence[View] = (),
+) -> Providers:
     # The SDK keeps longer values than the configured limit: the scrubbing
     # exporter redacts the whole value first and then cuts it to the limit, so
     # a cut never leaves a piece of a secret (redact first, then truncate).
@@ -416,23 +521,9 @@ def build_providers(settings: Settings, resource: Resource, *, redactor: Redacto
     _refresh_in_forked_children(resource, exporters_to_reset)
     # The meter provider comes first: the span and log processors report their
     # queues through it, and exporters count what they sent.
-    readers: list[MetricReader] = []
-    registry: Any | None = None
-    metric_exporters = _metrics_exporter_names(settings)
-    if "prometheus" in metric_exporters:
-        from prometheus_client import CollectorRegistry
-
-        # A registry of our own: configure() in a test or a second app must
-        # never collide with whatever else registered in prometheus_client's
-        # global REGISTRY.
-        registry = CollectorRegistry(auto_describe=True)
-        readers.append(_PrometheusReader(local, resource, redactor, registry=registry))
-    if "otlp" in metric_exporters:
-        readers.append(_otlp_metric_reader(settings, counters, local, resource, exporters_to_reset, redactor))
-    if "console" in metric_exporters:
-        readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
-    meter_provider = MeterProvider(metric_readers=readers, resource=resource, shutdown_on_exit=False)
-    attach(meter_provider, local)
+    meter_provider, registry = _build_meter_provider(
+        settings, resource, redactor, local, counters, exporters_to_reset, metric_readers, views
+    )
     counters.bind(meter_provider)
 
     # shutdown_on_exit=False: the SDK's atexit hook has no deadline (30 s
@@ -501,7 +592,7 @@ def build_providers(settings: Settings, resource: Resource, *, redactor: Redacto
             buffering=keeper is not None,
         ),
         keeper=keeper,
-        exporters={"traces": (traces,), "metrics": metric_exporters or ("none",), "logs": (logs,)},
+        exporters={"traces": (traces,), "metrics": _metrics_exporter_names(settings) or ("none",), "logs": (logs,)},
         counters=counters,
     )
 
@@ -512,7 +603,8 @@ def _build_keeper(
     """Keeping failing and slow traces whole, when asked and the sampler drops unsampled children."""
     if not settings.keep or not unsampled_children_dropped(tracer_provider):
         return None
-    dropped = FastCounter(
+    dropped = local.new_counter(
+        ("otel_setup", _version),
         "otel_setup.trace.buffer.dropped",
         "{span}",
         "Spans of not-yet-sampled requests that the keep buffer refused (per-trace or total cap).",
@@ -520,7 +612,6 @@ def _build_keeper(
     )
     for reason in ("trace_full", "buffer_full"):
         dropped.add(0, (reason,))  # both series from the start: rate() and alerts see a zero, not a gap
-    local.register("otel_setup", _version, dropped)
     return Keeper(
         tracer_provider,
         ids,

@@ -35,6 +35,8 @@ TRACES_EXPORTERS: Final = ("otlp", "console", "none")
 METRICS_EXPORTERS: Final = ("prometheus", "otlp", "console", "none")
 LOGS_EXPORTERS: Final = ("otlp", "console", "none")
 LOG_FORMATS: Final = ("json", "console")
+TEMPORALITIES: Final = ("cumulative", "delta", "lowmemory")
+EXEMPLAR_FILTERS: Final = ("trace_based", "always_on", "always_off")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 ON_CONFIG_ERROR: Final = ("exit", "warn")
 ON_CONFIG_ERROR_VARIABLE: Final = "OTEL_SETUP_ON_CONFIG_ERROR"
@@ -199,6 +201,19 @@ class Settings:
         parse.milliseconds,
         15_000,
         "Milliseconds between OTLP metric pushes.",
+    )
+    metrics_temporality: str = setting(
+        ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",),
+        parse.choice(TEMPORALITIES),
+        "cumulative",
+        "Temporality of OTLP metric points: `cumulative`, `delta` (what Datadog's intake prefers; "
+        "up-down counters stay cumulative) or `lowmemory` (delta for synchronous counters and histograms).",
+    )
+    exemplar_filter: str = setting(
+        ("OTEL_METRICS_EXEMPLAR_FILTER",),
+        parse.choice(EXEMPLAR_FILTERS),
+        "trace_based",
+        "Which measurements carry an exemplar: `trace_based` (those of exported traces), `always_on`, `always_off`.",
     )
     attribute_value_length_limit: int = setting(
         ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",),

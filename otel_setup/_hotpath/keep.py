@@ -45,7 +45,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, S
 from opentelemetry.util.types import Attributes
 
 from otel_setup._hotpath.context import SPAN_KEY, current_context
-from otel_setup._hotpath.metrics import FastCounter
+from otel_setup._hotpath.metrics import FastCounter, SdkCounter
 from otel_setup._hotpath.spans import record_error
 
 __all__ = [
@@ -75,7 +75,7 @@ TEXT_CAP: Final = 4096
 # and ``del [-n:]`` are single C calls (atomic under the interpreter lock), as
 # for the active-request series; its length is the number of records held.
 HELD: list[None] = []
-_DROPPED: list[FastCounter] = []
+_DROPPED: list[FastCounter | SdkCounter] = []
 """The drop counter of the configured providers (at most one)."""
 
 Built = tuple[str, str, SpanKind, dict[str, Any], "str | None", "BaseException | None"]
@@ -287,7 +287,7 @@ class Keeper:
         *,
         errors: bool,
         slow_seconds: float | None,
-        dropped: FastCounter | None,
+        dropped: FastCounter | SdkCounter | None,
     ) -> None:
         from otel_setup.version import __version__
 

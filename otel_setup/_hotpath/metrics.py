@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from time import time_ns
 from typing import Any, ClassVar, Final, TypeVar
 
+from opentelemetry.context import Context
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Histogram,
@@ -41,6 +42,10 @@ __all__ = [
     "FastUpDownCounter",
     "InFlight",
     "LocalMetrics",
+    "SdkCounter",
+    "SdkHistogram",
+    "SdkInFlight",
+    "SdkSeries",
     "attach",
     "counter",
     "histogram",
@@ -233,12 +238,141 @@ def _cumulative_sum(
     )
 
 
+class SdkHistogram:
+    """The :class:`FastHistogram` call shape over the SDK's histogram.
+
+    Used when a metric setting asks for what the fast instruments do not do
+    (a reader or View of the user's, delta temporality, another exemplar
+    filter): the SDK then aggregates, and every reader, View and filter sees
+    these measurements as it sees its own. The trace of an exported request is
+    passed as the measurement's context, so the exemplar filter decides.
+    """
+
+    __slots__ = ("_histogram", "attribute_names")
+
+    def __init__(self, histogram: Any, attribute_names: Sequence[str]) -> None:
+        self._histogram = histogram
+        self.attribute_names = tuple(attribute_names)
+
+    def record(self, value: float, key: tuple[Any, ...], trace_id: int = 0, span_id: int = 0) -> None:
+        attributes = {name: v for name, v in zip(self.attribute_names, key, strict=True) if v is not None}
+        self._histogram.record(value, attributes, context=_exported(trace_id, span_id))
+
+
+class SdkCounter:
+    """The :class:`FastCounter` / :class:`FastUpDownCounter` call shape over the SDK's counter."""
+
+    __slots__ = ("_counter", "attribute_names")
+
+    def __init__(self, counter: Any, attribute_names: Sequence[str]) -> None:
+        self._counter = counter
+        self.attribute_names = tuple(attribute_names)
+
+    def add(self, amount: int, key: tuple[Any, ...]) -> None:
+        attributes = {name: v for name, v in zip(self.attribute_names, key, strict=True) if v is not None}
+        self._counter.add(amount, attributes, context=_NO_TRACE)
+
+
+class SdkSeries:
+    """One in-flight series over the SDK's up-down counter: ``append`` adds one, ``pop`` takes one away."""
+
+    __slots__ = ("_attributes", "_counter")
+
+    def __init__(self, counter: Any, attributes: dict[str, Any]) -> None:
+        self._counter = counter
+        self._attributes = attributes
+
+    def append(self, _: None) -> None:
+        self._counter.add(1, self._attributes, context=_NO_TRACE)
+
+    def pop(self) -> None:
+        self._counter.add(-1, self._attributes, context=_NO_TRACE)
+
+
+class SdkInFlight:
+    """The :class:`InFlight` call shape over the SDK's up-down counter."""
+
+    def __init__(self, counter: Any, attribute_names: Sequence[str]) -> None:
+        self._counter = counter
+        self.attribute_names = tuple(attribute_names)
+        self.series: dict[tuple[Any, ...], SdkSeries] = {}
+        self._lock = threading.Lock()
+
+    def series_for(self, key: tuple[Any, ...]) -> SdkSeries:
+        with self._lock:
+            series = self.series.get(key)
+            if series is None:
+                attributes = {n: v for n, v in zip(self.attribute_names, key, strict=True) if v is not None}
+                series = self.series[key] = SdkSeries(self._counter, attributes)
+            return series
+
+
+def _exported(trace_id: int, span_id: int) -> Any:
+    """The context an exemplar filter reads: the exported request's span, or no span at all."""
+    if not trace_id:
+        return _NO_TRACE
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+
+    sampled = SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    return set_span_in_context(NonRecordingSpan(sampled), _NO_TRACE)
+
+
+_NO_TRACE: Final = Context()
+
+
 class LocalMetrics:
-    """The fast instruments of one instrumentation scope, collected with the SDK's."""
+    """The fast instruments of one instrumentation scope, collected with the SDK's.
+
+    After :meth:`use_sdk` the factories hand out the SDK's instruments behind
+    the same call shapes instead, and nothing is registered here.
+    """
 
     def __init__(self) -> None:
         self._scopes: list[tuple[InstrumentationScope, list[FastHistogram | FastUpDownCounter | InFlight]]] = []
         self._lock = threading.Lock()
+        self.sdk: Any | None = None
+        """The meter provider whose instruments are used instead, when a metric setting needs the SDK."""
+
+    def use_sdk(self, meter_provider: Any) -> None:
+        self.sdk = meter_provider
+
+    def new_histogram(
+        self,
+        scope: tuple[str, str],
+        name: str,
+        unit: str,
+        description: str,
+        boundaries: Sequence[float],
+        attribute_names: Sequence[str],
+    ) -> FastHistogram | SdkHistogram:
+        if self.sdk is not None:
+            histogram = self.sdk.get_meter(*scope).create_histogram(
+                name, unit=unit, description=description, explicit_bucket_boundaries_advisory=list(boundaries)
+            )
+            return SdkHistogram(histogram, attribute_names)
+        fast = FastHistogram(name, unit, description, boundaries, attribute_names)
+        self.register(scope[0], scope[1], fast)
+        return fast
+
+    def new_counter(
+        self, scope: tuple[str, str], name: str, unit: str, description: str, attribute_names: Sequence[str]
+    ) -> FastCounter | SdkCounter:
+        if self.sdk is not None:
+            counter = self.sdk.get_meter(*scope).create_counter(name, unit=unit, description=description)
+            return SdkCounter(counter, attribute_names)
+        fast = FastCounter(name, unit, description, attribute_names)
+        self.register(scope[0], scope[1], fast)
+        return fast
+
+    def new_in_flight(
+        self, scope: tuple[str, str], name: str, unit: str, description: str, attribute_names: Sequence[str]
+    ) -> InFlight | SdkInFlight:
+        if self.sdk is not None:
+            counter = self.sdk.get_meter(*scope).create_up_down_counter(name, unit=unit, description=description)
+            return SdkInFlight(counter, attribute_names)
+        fast = InFlight(name, unit, description, attribute_names)
+        self.register(scope[0], scope[1], fast)
+        return fast
 
     def register(self, scope_name: str, version: str, instrument: FastHistogram | FastUpDownCounter | InFlight) -> None:
         with self._lock:

@@ -33,7 +33,7 @@ from otel_setup._compat import MOUNT_TEMPLATE, disable_native_telemetry, full_ro
 from otel_setup._core.catalog import buckets
 from otel_setup._hotpath.context import SpanActivation
 from otel_setup._hotpath.keep import HELD, KEPT, BufferingRoot, Keeper, release
-from otel_setup._hotpath.metrics import FastHistogram, InFlight, LocalMetrics
+from otel_setup._hotpath.metrics import FastHistogram, InFlight, LocalMetrics, SdkHistogram, SdkInFlight, SdkSeries
 from otel_setup._hotpath.sampling import RootSpans
 from otel_setup._hotpath.spans import record_error
 from otel_setup._integrations.logging import EXCEPTION_SPAN
@@ -242,8 +242,8 @@ class ServerTelemetryMiddleware:
         app: ASGIApp,
         *,
         tracer: Tracer,
-        duration: FastHistogram,
-        active: InFlight,
+        duration: FastHistogram | SdkHistogram,
+        active: InFlight | SdkInFlight,
         hooks: ServerHooks,
         root_app: Any = None,
     ) -> None:
@@ -418,7 +418,7 @@ class ServerTelemetryMiddleware:
         status_code: int,
         error: BaseException | None,
         start: float,
-        in_flight: list[None],
+        in_flight: list[None] | SdkSeries,
         app_root: str,
         ended: float = 0.0,
     ) -> None:
@@ -666,28 +666,29 @@ def is_instrumented(app: Any) -> bool:
     return bool(getattr(app, _MARK, False))
 
 
-_server_instruments: weakref.WeakKeyDictionary[LocalMetrics, tuple[FastHistogram, InFlight]] = (
-    weakref.WeakKeyDictionary()
-)
+_server_instruments: weakref.WeakKeyDictionary[
+    LocalMetrics, tuple[FastHistogram | SdkHistogram, InFlight | SdkInFlight]
+] = weakref.WeakKeyDictionary()
 
 
-def _new_server_instruments(local_metrics: LocalMetrics) -> tuple[FastHistogram, InFlight]:
+def _new_server_instruments(local_metrics: LocalMetrics) -> tuple[FastHistogram | SdkHistogram, InFlight | SdkInFlight]:
     """One duration histogram and in-flight count per process, shared by every app (no duplicate series)."""
-    duration = FastHistogram(
+    scope = (_SCOPE_NAME, __version__)
+    duration = local_metrics.new_histogram(
+        scope,
         "http.server.request.duration",
         "s",
         "Duration of HTTP server requests.",
         buckets("http.server.request.duration"),
         SERVER_DURATION_ATTRIBUTES,
     )
-    active = InFlight(
+    active = local_metrics.new_in_flight(
+        scope,
         "http.server.active_requests",
         "{request}",
         "Number of active HTTP server requests.",
         ("http.request.method", "url.scheme"),
     )
-    local_metrics.register(_SCOPE_NAME, __version__, duration)
-    local_metrics.register(_SCOPE_NAME, __version__, active)
     return duration, active
 
 
