@@ -108,11 +108,18 @@ def _otel_setup(**options: Any) -> Callable[[FastAPI], None]:
     def setup(app: FastAPI) -> None:
         import otel_setup
 
+        options.update({key: value() for key, value in options.items() if callable(value)})
         if os.environ.get("BENCH_OTLP_ENDPOINT"):
             options.setdefault("otlp_endpoint", os.environ["BENCH_OTLP_ENDPOINT"])
         otel_setup.configure(app, **options)
 
     return setup
+
+
+def _views() -> list[Any]:
+    from opentelemetry.sdk.metrics.view import View
+
+    return [View(instrument_name="http.server.request.duration", attribute_keys={"http.route", "http.request.method"})]
 
 
 _LEAN_NATIVE = {"telemetry": {"operation_spans": False, "logs": False}}
@@ -142,9 +149,15 @@ MODES: dict[str, Mode] = {
         ),
         Mode(
             "otel_setup_delta",
-            "otel_setup production, delta temporality (metrics recorded through the SDK's instruments)",
+            "otel_setup production, OTLP metrics as DELTA",
             _otel_setup(),
             env={"OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "delta"},
+            needs_sink=True,
+        ),
+        Mode(
+            "otel_setup_views",
+            "otel_setup production with a user View (metrics recorded through the SDK's instruments)",
+            _otel_setup(views=_views),
             needs_sink=True,
         ),
         Mode(

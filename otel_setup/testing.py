@@ -20,9 +20,9 @@ the fixture) keep the providers they were given: build the app inside the test
 or in an app factory. The package is reset after the test.
 
 Metrics are read from the same Prometheus registry ``/metrics`` serves, with
-the names it shows (``docs/metrics.md``): the package aggregates its hot-path
-instruments itself and merges them into its own readers' collections, so that
-registry is where every metric is complete. Log records are the JSON lines the
+the names it shows (``docs/metrics.md``). To assert on OpenTelemetry points
+instead, pass a reader of your own to ``configure(metric_readers=[...])``: it
+sees every package metric with every point. Log records are the JSON lines the
 package prints, parsed.
 """
 

@@ -1,9 +1,9 @@
 """The package's metrics behave like SDK metrics: a user's readers and Views, temporality, exemplar filter.
 
 With the default setup the request path records into pre-aggregated
-instruments that the package's own readers collect. A reader or View of the
-user's, a delta temporality or another exemplar filter hands the recording to
-the SDK's instruments, and these tests hold every such setting to what the SDK
+instruments that the package's own readers collect, cumulative or (for the
+OTLP reader, when asked) delta. A reader or View of the user's or another
+exemplar filter hands the recording to the SDK's instruments, and these tests hold every such setting to what the SDK
 itself would produce: every package metric and every point in the user's
 reader, Views applied to the package's instruments, DELTA points on the OTLP
 wire, exemplars as the filter says.
@@ -24,6 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
 import otel_setup
+from otel_setup._hotpath.metrics import FastHistogram, SdkHistogram
+from otel_setup._integrations import fastapi as fastapi_integration
 from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.polling import wait_until
 
@@ -87,12 +89,14 @@ def test_a_users_reader_sees_every_package_metric_with_every_point(postgres_url:
     engine = create_engine(postgres_url)
     reader = InMemoryMetricReader()
     app = make_app(engine)
-    otel_setup.configure(
+    telemetry = otel_setup.configure(
         app, metric_readers=[reader], sampling_ratio=1.0, sqlalchemy=otel_setup.SQLAlchemyOptions(engines=[engine])
     )
     statuses = [r.status_code for r in drive(app, ["/items/1", "/items/2", "/items/3", "/boom"])]
     assert statuses == [200, 200, 200, 500]
 
+    duration_instrument, _ = fastapi_integration._server_instruments[telemetry._providers.local_metrics]
+    assert isinstance(duration_instrument, SdkHistogram)
     found = metrics_of(reader)
     (duration,) = found[DURATION]
     assert duration.unit == "s"
@@ -166,7 +170,13 @@ def test_a_view_changes_the_bucket_layout() -> None:
 def test_delta_temporality_over_otlp(otlp_receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta")
     app = make_app()
-    telemetry = otel_setup.configure(app, otlp_endpoint=otlp_receiver.endpoint, metrics_exporter="otlp")
+    telemetry = otel_setup.configure(
+        app, otlp_endpoint=otlp_receiver.endpoint, metrics_exporter=["prometheus", "otlp"], keep="errors"
+    )
+
+    # Delta is the pre-aggregated instruments' own, not a reason to record through the SDK's.
+    duration, _ = fastapi_integration._server_instruments[telemetry._providers.local_metrics]
+    assert isinstance(duration, FastHistogram)
 
     def server_points() -> list[Any]:
         return [p for p in otlp_receiver.metric_points() if p.name == DURATION]
@@ -181,6 +191,17 @@ def test_delta_temporality_over_otlp(otlp_receiver: OtlpReceiver, monkeypatch: p
     assert (first.temporality, second.temporality) == ("DELTA", "DELTA")
     assert (first.count, second.count) == (2, 1)
     assert second.start_ns >= first.time_ns  # each point covers its own interval
+    assert first.min is not None and second.min is not None and first.max is not None
+    assert first.min <= first.max and second.sum == pytest.approx(second.min)  # one request: its own min and sum
+    # Prometheus, scraped meanwhile from the same instruments, stays cumulative.
+    families = prometheus(app)
+    assert [value for _, value in families["http_server_request_duration_seconds_count"]] == [3.0]
+    drive(app, ["/items/4"])
+    assert telemetry.force_flush(5.0)
+    assert wait_until(lambda: len(server_points()) >= 3, timeout=5)
+    assert server_points()[2].count == 1
+    dropped = [p for p in otlp_receiver.metric_points() if p.name == "otel_setup.trace.buffer.dropped"]
+    assert dropped and {p.temporality for p in dropped} == {"DELTA"}
     active = [p for p in otlp_receiver.metric_points() if p.name == ACTIVE]
     assert active and {p.temporality for p in active} == {"CUMULATIVE"}  # up-down counters stay cumulative
 

@@ -72,12 +72,18 @@ class _PeriodicReader(PeriodicExportingMetricReader):
         resource: Resource,
         exporter: Any,
         redactor: Redactor = DEFAULT_REDACTOR,
+        *,
+        delta: bool = False,
         **options: Any,
     ) -> None:
+        """``delta``: the exporter prefers DELTA for counters and histograms (both non-cumulative presets do)."""
         super().__init__(exporter, **options)
         self._local = local
         self._resource = resource
         self._redactor = redactor
+        self._delta = delta
+        if delta:
+            local.enable_delta()
 
     # ``collect`` is marked final for type checkers only. The SDK has no
     # metric-producer seam, and its own ``collect`` skips the export entirely
@@ -87,7 +93,8 @@ class _PeriodicReader(PeriodicExportingMetricReader):
         collect_sdk: Any = self._collect
         if collect_sdk is None:
             return
-        metrics_data = merge_into(collect_sdk(self, timeout_millis=timeout_millis), self._local, self._resource)
+        sdk_data = collect_sdk(self, timeout_millis=timeout_millis)
+        metrics_data = merge_into(sdk_data, self._local, self._resource, self._delta)
         if metrics_data is not None:
             # redaction: user instruments' attributes (the hot-path ones have fixed, clean keys)
             self._receive_metrics(scrub_metrics(metrics_data, self._redactor), timeout_millis=timeout_millis)
@@ -354,6 +361,7 @@ def _otlp_metric_reader(
         resource,
         CountingMetricExporter(exporter, counters, component),
         redactor,
+        delta=settings.metrics_temporality != "cumulative",
         export_interval_millis=settings.metric_export_interval,
         export_timeout_millis=settings.otlp_timeout * 1000,
     )
@@ -400,17 +408,15 @@ class Providers:
 def needs_sdk_metrics(settings: Settings, metric_readers: Sequence[MetricReader], views: Sequence[View]) -> bool:
     """Whether the package's instruments must be the SDK's rather than the pre-aggregated ones.
 
-    The fast instruments produce exactly what the SDK would for the default
-    setup: cumulative points, the instrument's own name, buckets and
-    attributes, trace-based exemplars, read by the package's readers. A
-    reader or View of the user's, a temporality other than cumulative, or
-    another exemplar filter is the SDK's job: the package then records through
-    the SDK's instruments (slower on the request path, and complete for every
-    reader).
+    The fast instruments produce exactly what the SDK would for the package's
+    own readers: the instrument's own name, buckets and attributes,
+    trace-based exemplars, cumulative points, and delta ones for the OTLP
+    reader when its temporality preference asks. A reader or View of the
+    user's, or another exemplar filter, is the SDK's job: the package then
+    records through the SDK's instruments (slower on the request path, and
+    complete for every reader).
     """
-    return bool(metric_readers or views) or (
-        settings.metrics_temporality != "cumulative" or settings.exemplar_filter != "trace_based"
-    )
+    return bool(metric_readers or views) or settings.exemplar_filter != "trace_based"
 
 
 def _preferred_temporality(settings: Settings) -> dict[type, AggregationTemporality]:

@@ -7,7 +7,8 @@ times per request for the server duration and active-request metrics. These
 instruments aggregate in place instead: the attribute values arrive as a tuple
 in a fixed order, a dict lookup finds the series, ``bisect`` the bucket. Their
 data joins the SDK's at collection time, through the readers built by
-``_providers`` (Prometheus and OTLP alike), as cumulative points with the same
+``_providers`` (Prometheus and OTLP alike), as cumulative points (delta ones
+for an OTLP reader whose temporality preference asks) with the same
 names, units, attributes and bucket boundaries the SDK would have produced,
 and the same cardinality cap with its ``otel.metric.overflow`` series.
 """
@@ -69,6 +70,24 @@ class _Series:
         # aligned-histogram reservoir keeps them: every latency band links to a trace.
         self.exemplars: list[tuple[float, int, int, int] | None] = [None] * buckets
 
+    def fold_into(self, other: _Series) -> None:
+        """Add this series' observations to ``other`` (same bucket layout)."""
+        other.bucket_counts = [a + b for a, b in zip(other.bucket_counts, self.bucket_counts, strict=True)]
+        other.count += self.count
+        other.total += self.total
+        other.minimum = min(other.minimum, self.minimum)
+        other.maximum = max(other.maximum, self.maximum)
+        other.exemplars = [mine or theirs for mine, theirs in zip(self.exemplars, other.exemplars, strict=True)]
+
+    def clear(self) -> None:
+        buckets = len(self.bucket_counts)
+        self.bucket_counts = [0] * buckets
+        self.count = 0
+        self.total = 0.0
+        self.minimum = float("inf")
+        self.maximum = float("-inf")
+        self.exemplars = [None] * buckets
+
 
 _S = TypeVar("_S")
 
@@ -97,6 +116,14 @@ class _Instrument:
         self.attribute_names = tuple(attribute_names)
         self._lock = threading.Lock()
         self._start = time_ns()
+        self._delta_start = self._start
+        self.delta = False
+        """Whether one reader (the OTLP one, when its exporter prefers DELTA) collects deltas too."""
+
+    def _interval(self, now: int) -> int:
+        """The start of the delta interval that ends ``now``; the next one starts there."""
+        start, self._delta_start = self._delta_start, now
+        return start
 
 
 class FastHistogram(_Instrument):
@@ -108,6 +135,10 @@ class FastHistogram(_Instrument):
         super().__init__(name, unit, description, attribute_names)
         self.boundaries = tuple(boundaries)
         self._series: dict[tuple[Any, ...], _Series] = {}
+        # With a delta reader, ``_series`` holds what arrived since the last collection, folded at
+        # each collection into the cumulative totals and into what the delta reader has not seen yet.
+        self._cumulative: dict[tuple[Any, ...], _Series] = {}
+        self._pending: dict[tuple[Any, ...], _Series] = {}
 
     def record(self, value: float, key: tuple[Any, ...], trace_id: int = 0, span_id: int = 0) -> None:
         """``key`` holds the values of ``attribute_names`` in order; ``None`` leaves one out."""
@@ -132,12 +163,24 @@ class FastHistogram(_Instrument):
             return {"otel.metric.overflow": True}
         return {name: value for name, value in zip(self.attribute_names, key, strict=True) if value is not None}
 
-    def collect(self, now: int) -> Metric | None:
+    def collect(self, now: int, delta: bool = False) -> Metric | None:
+        """Cumulative points, or with ``delta`` the points since the previous delta collection."""
+        start = self._start
         with self._lock:
+            if self.delta:
+                self._fold()
+                table = self._pending if delta else self._cumulative
+                if delta:
+                    start = self._interval(now)
+            else:
+                table = self._series
             snapshot = [
                 (key, list(s.bucket_counts), s.count, s.total, s.minimum, s.maximum, [e for e in s.exemplars if e])
-                for key, s in self._series.items()
+                for key, s in table.items()
+                if s.count or not delta
             ]
+            if delta:
+                self._pending = {}
         if not snapshot:
             return None
         from opentelemetry.sdk.metrics._internal.exemplar import Exemplar
@@ -145,7 +188,7 @@ class FastHistogram(_Instrument):
         points = [
             HistogramDataPoint(
                 attributes=self._attributes(key),
-                start_time_unix_nano=self._start,
+                start_time_unix_nano=start,
                 time_unix_nano=now,
                 count=count,
                 sum=total,
@@ -161,8 +204,21 @@ class FastHistogram(_Instrument):
             name=self.name,
             description=self.description,
             unit=self.unit,
-            data=Histogram(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE),
+            data=Histogram(data_points=points, aggregation_temporality=_TEMPORALITY[delta]),
         )
+
+    def _fold(self) -> None:
+        """Move what arrived since the last collection into both totals (lock held)."""
+        width = len(self.boundaries) + 1
+        for key, live in self._series.items():
+            if not live.count:
+                continue
+            for table in (self._cumulative, self._pending):
+                total = table.get(key)
+                if total is None:
+                    total = table[key] = _Series(width)
+                live.fold_into(total)
+            live.clear()
 
 
 class FastUpDownCounter(_Instrument):
@@ -173,6 +229,7 @@ class FastUpDownCounter(_Instrument):
     def __init__(self, name: str, unit: str, description: str, attribute_names: Sequence[str]) -> None:
         super().__init__(name, unit, description, attribute_names)
         self._values: dict[tuple[Any, ...], int] = {}
+        self._reported: dict[tuple[Any, ...], int] = {}
 
     def add(self, amount: int, key: tuple[Any, ...]) -> None:
         with self._lock:
@@ -180,10 +237,19 @@ class FastUpDownCounter(_Instrument):
                 key = _OVERFLOW
             self._values[key] = self._values.get(key, 0) + amount
 
-    def collect(self, now: int) -> Metric | None:
+    def collect(self, now: int, delta: bool = False) -> Metric | None:
+        """Cumulative points; with ``delta``, a monotonic counter's increase since the last delta collection.
+
+        Up-down counters stay cumulative under every temporality preset.
+        """
         with self._lock:
             snapshot = list(self._values.items())
-        return _cumulative_sum(self, snapshot, now, monotonic=self.monotonic)
+            if delta and self.monotonic:
+                reported = self._reported
+                self._reported = dict(snapshot)
+                snapshot = [(key, value - reported.get(key, 0)) for key, value in snapshot]
+                return _sum(self, snapshot, self._interval(now), now, monotonic=True, delta=True)
+        return _sum(self, snapshot, self._start, now, monotonic=self.monotonic)
 
 
 class InFlight(_Instrument):
@@ -207,14 +273,24 @@ class InFlight(_Instrument):
             series = self.series.get(key)
             return series if series is not None else _new_series(self.series, key, list)
 
-    def collect(self, now: int) -> Metric | None:
+    def collect(self, now: int, delta: bool = False) -> Metric | None:
+        """Cumulative always: an up-down counter keeps its temporality under every preset."""
         with self._lock:
             snapshot = [(key, len(series)) for key, series in self.series.items()]
-        return _cumulative_sum(self, snapshot, now, monotonic=False)
+        return _sum(self, snapshot, self._start, now, monotonic=False)
 
 
-def _cumulative_sum(
-    instrument: _Instrument, snapshot: list[tuple[tuple[Any, ...], int]], now: int, *, monotonic: bool
+_TEMPORALITY: Final = {False: AggregationTemporality.CUMULATIVE, True: AggregationTemporality.DELTA}
+
+
+def _sum(
+    instrument: _Instrument,
+    snapshot: list[tuple[tuple[Any, ...], int]],
+    start: int,
+    now: int,
+    *,
+    monotonic: bool,
+    delta: bool = False,
 ) -> Metric | None:
     if not snapshot:
         return None
@@ -224,7 +300,7 @@ def _cumulative_sum(
             attributes={"otel.metric.overflow": True}
             if key == _OVERFLOW
             else {n: v for n, v in zip(names, key, strict=True) if v is not None},
-            start_time_unix_nano=instrument._start,
+            start_time_unix_nano=start,
             time_unix_nano=now,
             value=value,
         )
@@ -234,7 +310,7 @@ def _cumulative_sum(
         name=instrument.name,
         description=instrument.description,
         unit=instrument.unit,
-        data=Sum(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE, is_monotonic=monotonic),
+        data=Sum(data_points=points, aggregation_temporality=_TEMPORALITY[delta], is_monotonic=monotonic),
     )
 
 
@@ -330,6 +406,7 @@ class LocalMetrics:
     def __init__(self) -> None:
         self._scopes: list[tuple[InstrumentationScope, list[FastHistogram | FastUpDownCounter | InFlight]]] = []
         self._lock = threading.Lock()
+        self.delta = False
         self.sdk: Any | None = None
         """The meter provider whose instruments are used instead, when a metric setting needs the SDK."""
 
@@ -374,7 +451,16 @@ class LocalMetrics:
         self.register(scope[0], scope[1], fast)
         return fast
 
+    def enable_delta(self) -> None:
+        """One reader will collect deltas: histograms keep the totals that takes (collection time only)."""
+        with self._lock:
+            self.delta = True
+            for _, instruments in self._scopes:
+                for instrument in instruments:
+                    instrument.delta = True
+
     def register(self, scope_name: str, version: str, instrument: FastHistogram | FastUpDownCounter | InFlight) -> None:
+        instrument.delta = self.delta
         with self._lock:
             for scope, instruments in self._scopes:
                 if scope.name == scope_name:
@@ -382,21 +468,23 @@ class LocalMetrics:
                     return
             self._scopes.append((InstrumentationScope(scope_name, version), [instrument]))
 
-    def scope_metrics(self) -> list[ScopeMetrics]:
+    def scope_metrics(self, delta: bool = False) -> list[ScopeMetrics]:
         now = time_ns()
         with self._lock:
             scopes = [(scope, list(instruments)) for scope, instruments in self._scopes]
         result = []
         for scope, instruments in scopes:
-            metrics = [m for m in (i.collect(now) for i in instruments) if m is not None]
+            metrics = [m for m in (i.collect(now, delta) for i in instruments) if m is not None]
             if metrics:
                 result.append(ScopeMetrics(scope=scope, metrics=metrics, schema_url=""))
         return result
 
 
-def merge_into(metrics_data: MetricsData | None, local: LocalMetrics, resource: Resource) -> MetricsData | None:
+def merge_into(
+    metrics_data: MetricsData | None, local: LocalMetrics, resource: Resource, delta: bool = False
+) -> MetricsData | None:
     """The SDK's collection plus the fast instruments, under the same resource."""
-    extra = local.scope_metrics()
+    extra = local.scope_metrics(delta)
     if not extra:
         return metrics_data
     if metrics_data is None or not metrics_data.resource_metrics:
