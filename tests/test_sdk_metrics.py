@@ -271,3 +271,14 @@ def test_bad_metric_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch, 
         otel_setup.configure()
     message = str(raised.value)
     assert variable in message and value in message
+
+
+def test_the_console_metric_exporter_shows_the_hot_path_instruments(capfd: pytest.CaptureFixture[str]) -> None:
+    app = make_app()
+    telemetry = otel_setup.configure(app, metrics_exporter="console", metric_export_interval=600_000)
+    drive(app, ["/items/1"])
+    capfd.readouterr()
+    assert telemetry.force_flush(5.0)
+    printed = capfd.readouterr().out
+    assert f'"name": "{DURATION}"' in printed
+    assert f'"name": "{ACTIVE}"' in printed

@@ -477,7 +477,8 @@ def _build_meter_provider(
     if "otlp" in metric_exporters:
         readers.append(_otlp_metric_reader(settings, counters, local, resource, exporters_to_reset, redactor))
     if "console" in metric_exporters:
-        readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
+        # The same merging reader as OTLP's: the console shows the hot-path instruments too.
+        readers.append(_PeriodicReader(local, resource, ConsoleMetricExporter(), redactor))
     readers.extend(metric_readers)
     meter_provider = MeterProvider(
         metric_readers=readers,
