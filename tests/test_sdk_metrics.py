@@ -282,3 +282,41 @@ def test_the_console_metric_exporter_shows_the_hot_path_instruments(capfd: pytes
     printed = capfd.readouterr().out
     assert f'"name": "{DURATION}"' in printed
     assert f'"name": "{ACTIVE}"' in printed
+
+
+def test_a_fast_histogram_serves_cumulative_and_delta_readers_from_one_state() -> None:
+    histogram = FastHistogram("h", "s", "", (0.1, 1.0), ("route",))
+    histogram.delta = True
+    for value in (0.05, 0.5):
+        histogram.record(value, ("/a",), trace_id=7, span_id=9)
+
+    def point(delta: bool) -> Any:
+        metric = histogram.collect(1_000, delta)
+        assert metric is not None
+        (only,) = metric.data.data_points
+        return metric.data.aggregation_temporality, only
+
+    temporality, cumulative = point(False)
+    assert temporality is AggregationTemporality.CUMULATIVE
+    assert (cumulative.count, list(cumulative.bucket_counts), cumulative.min, cumulative.max) == (
+        2,
+        [1, 1, 0],
+        0.05,
+        0.5,
+    )
+    temporality, delta = point(True)
+    assert temporality is AggregationTemporality.DELTA
+    assert (delta.count, list(delta.bucket_counts), delta.min, delta.max) == (2, [1, 1, 0], 0.05, 0.5)
+    assert [e.trace_id for e in delta.exemplars] == [7, 7]
+    histogram.record(2.0, ("/a",))
+    _, delta = point(True)
+    assert (delta.count, list(delta.bucket_counts), delta.min, delta.max, delta.sum) == (1, [0, 0, 1], 2.0, 2.0, 2.0)
+    assert delta.exemplars == []
+    assert histogram.collect(2_000, True) is None  # nothing new: no delta point
+    _, cumulative = point(False)
+    assert (cumulative.count, list(cumulative.bucket_counts), cumulative.min, cumulative.max) == (
+        3,
+        [1, 1, 1],
+        0.05,
+        2.0,
+    )
