@@ -20,12 +20,112 @@ claims (``scripts/fastapi-matrix``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import Any, Final
 
 from starlette.routing import Mount
 
-__all__ = ["MOUNT_TEMPLATE", "disable_native_telemetry", "full_route_template", "route_template_from_contexts"]
+__all__ = [
+    "MOUNT_TEMPLATE",
+    "disable_native_telemetry",
+    "full_route_template",
+    "instrumentation_info",
+    "public_api_only",
+    "reset_global_providers",
+    "route_template_from_contexts",
+    "span_containers",
+    "structlog_context",
+    "use_public_api",
+]
+
+_public_only = False
+
+
+def use_public_api(public: bool) -> None:
+    """``OTEL_SETUP_COMPAT=public``: every read below takes its public fallback from now on.
+
+    Set by ``configure()`` from its settings before anything is installed, so
+    the fallbacks can be proven by running the suite in that mode (CI does).
+    """
+    global _public_only
+    _public_only = public
+
+
+def public_api_only() -> bool:
+    return _public_only
+
+
+# --- OpenTelemetry SDK -----------------------------------------------------------------------------
+
+
+def span_containers(span: Any) -> tuple[Mapping[str, Any], Sequence[Any], Sequence[Any]]:
+    """A finished span's attributes, events and links, as the exporter thread scrubs them.
+
+    The private containers are the span's own (no copy per span); the public
+    properties copy the events and links into tuples and wrap the attributes
+    in a read-only view. Dropped counts come from the public ``dropped_*``
+    properties either way.
+    """
+    if not _public_only:
+        attributes = getattr(span, "_attributes", None)
+        events = getattr(span, "_events", None)
+        links = getattr(span, "_links", None)
+        if attributes is not None and events is not None and links is not None:
+            return attributes, events, links
+    return span.attributes or {}, span.events, span.links
+
+
+def instrumentation_info(span: Any) -> Any:
+    """The deprecated ``InstrumentationInfo`` a copied span keeps for old exporters; ``None`` publicly.
+
+    Its public property warns on every read; exporters read
+    ``instrumentation_scope``, which the copy always carries.
+    """
+    return None if _public_only else getattr(span, "_instrumentation_info", None)
+
+
+def reset_global_providers() -> bool:
+    """Reopen OpenTelemetry's set-once global providers (tests and ``reset()``); whether it could.
+
+    The API has no public reset. Publicly the globals stay what the first
+    ``configure()`` set: the package hands its own providers to every
+    integration, so only code that reads the globals itself sees the old ones.
+    """
+    if _public_only:
+        return False
+    from opentelemetry import _logs, trace
+    from opentelemetry.metrics import _internal as metrics_internal
+    from opentelemetry.util._once import Once
+
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    trace._TRACER_PROVIDER = None
+    metrics_internal._METER_PROVIDER_SET_ONCE = Once()
+    metrics_internal._METER_PROVIDER = None
+    logs_internal: Any = getattr(_logs, "_internal", None)
+    if logs_internal is not None and hasattr(logs_internal, "_LOGGER_PROVIDER_SET_ONCE"):
+        logs_internal._LOGGER_PROVIDER_SET_ONCE = Once()
+        logs_internal._LOGGER_PROVIDER = None
+    return True
+
+
+# --- structlog -------------------------------------------------------------------------------------
+
+
+def structlog_context() -> dict[str, Any] | None:
+    """What ``structlog.contextvars`` holds for this context, or ``None`` when nothing was ever bound.
+
+    structlog keeps the variables it created in a private dict: while it is
+    empty, nothing was ever bound and the copy ``get_contextvars()`` makes per
+    request is skipped. Publicly, that copy is made every time.
+    """
+    import structlog.contextvars
+
+    if not _public_only and not getattr(structlog.contextvars, "_CONTEXT_VARS", True):
+        return None
+    return structlog.contextvars.get_contextvars()
+
+
+# --- FastAPI and Starlette -------------------------------------------------------------------------
 
 MOUNT_TEMPLATE: Final = "/{path}"
 """What a mount contributes below its own prefix: the rest of the path, as its converter names it."""
@@ -52,7 +152,7 @@ def full_route_template(
     (one per instrumented app) and keeps the answers that do not depend on the
     request.
     """
-    state = scope.get(_FASTAPI_STATE)
+    state = None if _public_only else scope.get(_FASTAPI_STATE)
     if state is not None and state.__class__ is dict:
         context = state.get(_EFFECTIVE_CONTEXT)
         if context is not None and getattr(context, "original_route", None) is route:

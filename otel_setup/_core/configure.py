@@ -12,6 +12,7 @@ from typing import Any
 from opentelemetry import metrics, trace
 from typing_extensions import Unpack
 
+from otel_setup._compat import reset_global_providers, use_public_api
 from otel_setup._core.errors import OtelSetupConfigError, unknown_keyword
 from otel_setup._core.integration import InstrumentContext, Integration, IntegrationStatus, TelemetryParts
 from otel_setup._core.options import ConfigureOptions, FastAPIOptions
@@ -54,6 +55,7 @@ def configure(app: Any = None, **options: Unpack[ConfigureOptions]) -> Telemetry
             return _active
         features, checks, known_apis, settings_options = _split(dict(options))
         settings = resolve(settings_options)
+        use_public_api(settings.compat == "public")
         integrations = registry.INTEGRATIONS + registry.known_api_integrations(known_apis, registry.names())
         telemetry = _build(settings, features, checks, integrations, app)
         if app is not None:
@@ -374,7 +376,8 @@ def reset() -> None:
     """Undo ``configure()`` for test suites: shut down, uninstrument, clear the globals.
 
     OpenTelemetry's globals can be set once per process; this reopens them the
-    same way opentelemetry-python's own test utilities do.
+    same way opentelemetry-python's own test utilities do (not under
+    ``OTEL_SETUP_COMPAT=public``: there is no public way).
     """
     global _active
     with _lock:
@@ -384,15 +387,4 @@ def reset() -> None:
             telemetry.shutdown(timeout=2.0)
             atexit.unregister(telemetry.shutdown)
             telemetry.run_resets()
-        from opentelemetry import _logs
-        from opentelemetry.metrics import _internal as metrics_internal
-        from opentelemetry.util._once import Once
-
-        trace._TRACER_PROVIDER_SET_ONCE = Once()
-        trace._TRACER_PROVIDER = None
-        metrics_internal._METER_PROVIDER_SET_ONCE = Once()
-        metrics_internal._METER_PROVIDER = None
-        logs_internal: Any = getattr(_logs, "_internal", None)
-        if logs_internal is not None and hasattr(logs_internal, "_LOGGER_PROVIDER_SET_ONCE"):
-            logs_internal._LOGGER_PROVIDER_SET_ONCE = Once()
-            logs_internal._LOGGER_PROVIDER = None
+        reset_global_providers()

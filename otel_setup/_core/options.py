@@ -109,6 +109,7 @@ class ConfigureOptions(TypedDict, total=False):
     metric_export_interval: int
     metrics_temporality: Literal["cumulative", "delta", "lowmemory"]
     exemplar_filter: Literal["trace_based", "always_on", "always_off"]
+    compat: Literal["auto", "public"]
     metric_readers: Sequence[MetricReader]
     views: Sequence[View]
     attribute_value_length_limit: int

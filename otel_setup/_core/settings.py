@@ -35,6 +35,7 @@ TRACES_EXPORTERS: Final = ("otlp", "console", "none")
 METRICS_EXPORTERS: Final = ("prometheus", "otlp", "console", "none")
 LOGS_EXPORTERS: Final = ("otlp", "console", "none")
 LOG_FORMATS: Final = ("json", "console")
+COMPAT_MODES: Final = ("auto", "public")
 TEMPORALITIES: Final = ("cumulative", "delta", "lowmemory")
 EXEMPLAR_FILTERS: Final = ("trace_based", "always_on", "always_off")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
@@ -208,6 +209,13 @@ class Settings:
         "cumulative",
         "Temporality of OTLP metric points: `cumulative`, `delta` (what Datadog's intake prefers; "
         "up-down counters stay cumulative) or `lowmemory` (delta for synchronous counters and histograms).",
+    )
+    compat: str = setting(
+        ("OTEL_SETUP_COMPAT",),
+        parse.choice(COMPAT_MODES),
+        "auto",
+        "`auto` reads a few libraries' private state where it is faster (each read listed in "
+        "docs/compat.md); `public` takes every public-API fallback instead.",
     )
     exemplar_filter: str = setting(
         ("OTEL_METRICS_EXEMPLAR_FILTER",),

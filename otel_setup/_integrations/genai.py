@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import Any, Final
 
-from opentelemetry.metrics import Counter, Histogram, MeterProvider, _Gauge
+from opentelemetry.metrics import Counter, Histogram, MeterProvider
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 
 from otel_setup._core.catalog import buckets
@@ -92,7 +92,7 @@ class _Instruments:
     tokens: Histogram
     cost: Counter
     requests: Counter
-    rate_limits: dict[str, _Gauge]
+    rate_limits: dict[str, Any]  # Meter.create_gauge's synchronous gauges (the API has no public type for them)
 
 
 def _provider(host: str) -> str:

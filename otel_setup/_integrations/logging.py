@@ -28,6 +28,7 @@ from typing import Any, Final
 import structlog
 from opentelemetry import trace
 
+from otel_setup._compat import structlog_context
 from otel_setup._security.redaction import DEFAULT_REDACTOR, Redactor
 
 __all__ = [
@@ -254,10 +255,7 @@ class FastJsonLine:
             context = trace.get_current_span().get_span_context()
             if context.is_valid:
                 trace_id, span_id = context.trace_id, context.span_id
-        # Nothing was ever bound with structlog.contextvars: skip copying the context.
-        context_vars = (
-            structlog.contextvars.get_contextvars() if getattr(structlog.contextvars, "_CONTEXT_VARS", True) else None
-        )
+        context_vars = structlog_context()
         bound = None
         if context_vars:
             bound = json.dumps({key: self._redactor.value(key, value) for key, value in context_vars.items()})[1:-1]

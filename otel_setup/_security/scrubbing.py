@@ -25,25 +25,26 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, Status
 from opentelemetry.util.types import Attributes
 
+from otel_setup._compat import instrumentation_info, span_containers
 from otel_setup._security.redaction import REDACTED, Redactor
 
 __all__ = ["ScrubbingLogExporter", "ScrubbingSpanExporter", "captured_headers", "scrub_metrics", "scrub_span"]
 
 
-def _bounded(original: Any, new: Mapping[str, Any]) -> Attributes:
+def _bounded(dropped: int, new: Mapping[str, Any]) -> Attributes:
     """New attributes keeping the original's dropped count (it is exported too)."""
     from opentelemetry.attributes import BoundedAttributes
 
     attributes = BoundedAttributes(maxlen=None, attributes=dict(new), immutable=False, max_value_len=None)
-    attributes.dropped = getattr(original, "dropped", 0)
+    attributes.dropped = dropped
     return attributes
 
 
-def _keep_dropped(original: Any, items: list[Any]) -> Sequence[Any]:
-    if isinstance(original, BoundedList):
+def _keep_dropped(dropped: int, items: list[Any]) -> Sequence[Any]:
+    if dropped:
         bounded: BoundedList[Any] = BoundedList(None)
         bounded.extend(items)
-        bounded.dropped = original.dropped
+        bounded.dropped = dropped
         return bounded
     return tuple(items)
 
@@ -55,13 +56,12 @@ def scrub_span(span: ReadableSpan, redactor: Redactor) -> ReadableSpan:
     if not isinstance(name, str):
         name = redactor.text(span.name, "span.name")
     changed |= name != span.name
-    raw_attributes = span._attributes
+    raw_attributes, events, links = span_containers(span)
     attributes: Attributes = raw_attributes
     new_attributes = redactor.attributes(raw_attributes)
     if new_attributes is not None:
-        attributes = _bounded(raw_attributes, new_attributes)
+        attributes = _bounded(span.dropped_attributes, new_attributes)
         changed = True
-    events: Sequence[Event] = span._events
     new_events: list[Event] = []
     events_changed = False
     for event in events:
@@ -74,14 +74,15 @@ def scrub_span(span: ReadableSpan, redactor: Redactor) -> ReadableSpan:
         new_events.append(
             Event(
                 event_name,
-                _bounded(event.attributes, event_attributes) if event_attributes is not None else event.attributes,
+                _bounded(getattr(event.attributes, "dropped", 0), event_attributes)
+                if event_attributes is not None
+                else event.attributes,
                 event.timestamp,
             )
         )
     if events_changed:
-        events = _keep_dropped(events, new_events)
+        events = _keep_dropped(span.dropped_events, new_events)
         changed = True
-    links: Sequence[Link] = span._links
     new_links: list[Link] = []
     links_changed = False
     for link in links:
@@ -90,9 +91,9 @@ def scrub_span(span: ReadableSpan, redactor: Redactor) -> ReadableSpan:
             new_links.append(link)
             continue
         links_changed = True
-        new_links.append(Link(link.context, _bounded(link.attributes, link_attributes)))
+        new_links.append(Link(link.context, _bounded(getattr(link.attributes, "dropped", 0), link_attributes)))
     if links_changed:
-        links = _keep_dropped(links, new_links)
+        links = _keep_dropped(span.dropped_links, new_links)
         changed = True
     status = span.status
     if status.description:
@@ -111,7 +112,7 @@ def scrub_span(span: ReadableSpan, redactor: Redactor) -> ReadableSpan:
         events=events,
         links=links,
         kind=span.kind,
-        instrumentation_info=span._instrumentation_info,
+        instrumentation_info=instrumentation_info(span),
         status=status,
         start_time=span.start_time,
         end_time=span.end_time,
@@ -166,7 +167,7 @@ class ScrubbingLogExporter:
         record = copy.copy(record)
         record.body = new_body
         if new_attributes is not None:
-            record.attributes = _bounded(item.log_record.attributes, new_attributes)
+            record.attributes = _bounded(getattr(item.log_record.attributes, "dropped", 0), new_attributes)
         return dataclasses.replace(item, log_record=record)
 
     def shutdown(self) -> None:

@@ -1,0 +1,211 @@
+"""Private state of other libraries is read in one module, ``otel_setup._compat``, each read with a public fallback.
+
+Every module of the package is parsed: an import of a ``_``-prefixed module
+or name from OpenTelemetry, sentry_sdk, structlog, FastAPI or Starlette, an
+attribute ``x._name`` on anything but ``self``/``cls``, or a
+``getattr``/``setattr``/``hasattr`` of a ``"_name"`` outside ``_compat.py``
+fails this test unless it is listed below with the reason it may stay. The
+list holds the package's own objects (allowed for good) and the reaches that
+still wait for their move behind the seam (each a debt, named as such).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from otel_setup import _compat
+from otel_setup._security.redaction import DEFAULT_REDACTOR
+from otel_setup._security.scrubbing import scrub_span
+
+PACKAGE = Path(__file__).resolve().parents[1] / "otel_setup"
+THIRD_PARTY = ("opentelemetry", "sentry_sdk", "structlog", "fastapi", "starlette")
+
+OWN = "the package's own object"
+DEBT = "private reach still outside the seam (issue 20, part 3): "
+ALLOWED: dict[tuple[str, str], str] = {
+    ("_core/parsers.py", "parts._replace"): "namedtuple's documented API",
+    ("_core/providers.py", "sample._replace"): "namedtuple's documented API",
+    ("_core/providers.py", "import opentelemetry.sdk.version:__version__"): "a dunder, the SDK's public version",
+    ("_core/configure.py", "import opentelemetry._logs:set_logger_provider"): (
+        "the logs API exists only under _logs in every supported release (development status)"
+    ),
+    ("_core/providers.py", "import opentelemetry.sdk._logs:LoggerProvider,LogRecordLimits"): (
+        "the SDK's logs exist only under _logs in every supported release (development status)"
+    ),
+    ("_core/providers.py", "import opentelemetry.sdk._logs.export:BatchLogRecordProcessor,ConsoleLogExporter"): (
+        "the SDK's logs exist only under _logs in every supported release (development status)"
+    ),
+    ("_hotpath/keep.py", "span._scope"): OWN + " (BufferedSpan)",
+    ("_hotpath/keep.py", "span._name"): OWN + " (BufferedSpan)",
+    ("_hotpath/keep.py", "span._kind"): OWN + " (BufferedSpan)",
+    ("_hotpath/keep.py", "span._attributes"): OWN + " (BufferedSpan)",
+    ("_hotpath/users.py", "users._after_fork"): OWN + " (ActiveUsers)",
+    ("_integrations/httpx.py", "call._method"): OWN + " (a client call's state)",
+    ("_integrations/httpx.py", "call._url"): OWN + " (a client call's state)",
+    ("_integrations/httpx.py", "call._root"): OWN + " (a client call's state)",
+    ("_integrations/httpx.py", "call._span_id"): OWN + " (a client call's state)",
+    ("_integrations/httpx.py", "self._calls._headers"): OWN + " (the call factory)",
+    ("_integrations/sentry.py", "bridge._DELIBERATE"): OWN + " (the Sentry bridge)",
+    ("_integrations/sentry.py", "bridge._count_lost"): OWN + " (the Sentry bridge)",
+    ("distro.py", "os._exit"): "the standard library's documented API",
+    # Debts, in the order the issue lists them.
+    ("_core/providers.py", "getattr(getattr(exporter, '_client', None), '_transport', None)"): DEBT
+    + "exporter sessions dropped after fork",
+    ("_core/providers.py", "getattr(exporter, '_client', None)"): DEBT + "exporter sessions dropped after fork",
+    ("_core/providers.py", "getattr(transport, '_session', None)"): DEBT + "exporter sessions dropped after fork",
+    ("_core/providers.py", "getattr(transport, '_pool', None)"): DEBT + "exporter sessions dropped after fork",
+    ("_core/providers.py", "resource._attributes"): DEBT + "the resource refreshed in a forked worker",
+    ("_core/providers.py", "collector._callback"): DEBT + "the Prometheus reader's scrape hook",
+    ("_core/selfmetrics.py", "import opentelemetry.sdk._shared_internal._processor_metrics:create_processor_metrics"): (
+        DEBT + "batch processor queue metrics"
+    ),
+    (
+        "_core/selfmetrics.py",
+        "import opentelemetry.semconv._incubating.attributes.otel_attributes:OtelComponentTypeValues",
+    ): (DEBT + "batch processor queue metrics"),
+    ("_core/selfmetrics.py", "processor._batch_processor"): DEBT + "batch processor queue metrics",
+    ("_core/selfmetrics.py", "inner._queue"): DEBT + "batch processor queue metrics",
+    ("_core/selfmetrics.py", "inner._metrics"): DEBT + "batch processor queue metrics",
+    ("_core/selfmetrics.py", "inner._max_queue_size"): DEBT + "batch processor queue metrics",
+    ("_core/selfmetrics.py", "inner._preferred_temporality"): DEBT + "the counting metric exporter",
+    ("_core/selfmetrics.py", "inner._preferred_aggregation"): DEBT + "the counting metric exporter",
+    ("_hotpath/metrics.py", "import opentelemetry.sdk.metrics._internal.exemplar:Exemplar"): (
+        DEBT + "exemplars of the pre-aggregated histograms"
+    ),
+    **{
+        ("_integrations/_semconv.py", expression): DEBT + "stable HTTP semantic conventions for contrib"
+        for expression in (
+            "import opentelemetry.instrumentation._semconv:_OpenTelemetrySemanticConventionStability",
+            "import opentelemetry.instrumentation._semconv:_OpenTelemetryStabilitySignalType",
+            "import opentelemetry.instrumentation._semconv:_StabilityMode",
+            "Stability._lock",
+            "Stability._initialized",
+            "Stability._OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING",
+        )
+    },
+    ("_integrations/httpx.py", "HTTPXClientInstrumentor()._is_instrumented_by_opentelemetry"): (
+        DEBT + "contrib's httpx instrumentor told the package instruments httpx"
+    ),
+    ("_integrations/httpx.py", "getattr(inner, '_propagators', None)"): DEBT + "the propagators a composite holds",
+    ("_integrations/sentry.py", "getattr(transport, '_is_rate_limited', None)"): DEBT + "Sentry's rate limit",
+}
+
+
+def _reaches(path: Path) -> Iterator[tuple[int, str]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in THIRD_PARTY:
+            private_module = any(part.startswith("_") for part in node.module.split("."))
+            if private_module or any(alias.name.startswith("_") for alias in node.names):
+                yield node.lineno, f"import {node.module}:{','.join(alias.name for alias in node.names)}"
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] in THIRD_PARTY and any(part.startswith("_") for part in parts):
+                    yield node.lineno, f"import {alias.name}"
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                yield node.lineno, ast.unparse(node)
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "setattr", "hasattr")
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+            and node.args[1].value.startswith("_")
+            and not node.args[1].value.startswith("__")
+        ):
+            yield node.lineno, ast.unparse(node)
+
+
+def test_private_reaches_live_behind_the_seam() -> None:
+    found: set[tuple[str, str]] = set()
+    unlisted: list[str] = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE).as_posix()
+        if relative == "_compat.py" or relative.startswith("_demo/"):
+            continue
+        for line, expression in _reaches(path):
+            found.add((relative, expression))
+            if (relative, expression) not in ALLOWED:
+                unlisted.append(f"otel_setup/{relative}:{line}: {expression}")
+    assert not unlisted, "move these behind otel_setup._compat (or list why they may stay):\n" + "\n".join(unlisted)
+    stale = sorted(set(ALLOWED) - found)
+    assert not stale, f"allowed reaches that no longer exist (remove them from the list): {stale}"
+
+
+def test_the_scanner_finds_what_it_must() -> None:
+    source = (
+        "from opentelemetry.util._once import Once\n"
+        "from structlog.contextvars import _CONTEXT_VARS\n"
+        "def f(span, transport):\n"
+        "    span._attributes\n"
+        "    getattr(transport, '_is_rate_limited', None)\n"
+        "    self._mine\n"
+    )
+    path = PACKAGE.parent / ".cache" / "seam_probe.py"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(source)
+    try:
+        assert [expression for _, expression in _reaches(path)] == [
+            "import opentelemetry.util._once:Once",
+            "import structlog.contextvars:_CONTEXT_VARS",
+            "span._attributes",
+            "getattr(transport, '_is_rate_limited', None)",
+        ]
+    finally:
+        path.unlink()
+
+
+@pytest.fixture(params=[False, True], ids=["auto", "public"])
+def mode(request: pytest.FixtureRequest) -> Iterator[bool]:
+    _compat.use_public_api(request.param)
+    yield request.param
+    _compat.use_public_api(False)
+
+
+def _finished_span(**attributes: Any) -> Any:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(span_limits=SpanLimits(max_span_attributes=3, max_events=1, max_links=1))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with provider.get_tracer("t").start_as_current_span("GET /items") as span:
+        span.set_attributes(attributes)
+        span.add_event("first", {"password": "hunter2"})
+        span.add_event("second", {"password": "hunter2"})
+    (finished,) = exporter.get_finished_spans()
+    return finished
+
+
+def test_scrubbing_is_the_same_through_either_path(mode: bool) -> None:
+    span = _finished_span(a=1, b=2, c=3, password="hunter2")  # the limit of 3 drops the oldest, a
+    scrubbed = scrub_span(span, DEFAULT_REDACTOR)
+    assert scrubbed is not span
+    assert dict(scrubbed.attributes or {}) == {"b": 2, "c": 3, "password": "REDACTED"}
+    assert scrubbed.dropped_attributes == span.dropped_attributes == 1
+    assert [(e.name, dict(e.attributes or {})) for e in scrubbed.events] == [("second", {"password": "REDACTED"})]
+    assert scrubbed.dropped_events == span.dropped_events == 1
+    assert scrubbed.instrumentation_scope == span.instrumentation_scope
+
+
+def test_public_mode_is_set_by_configure(monkeypatch: pytest.MonkeyPatch) -> None:
+    import otel_setup
+
+    monkeypatch.setenv("OTEL_SETUP_COMPAT", "public")
+    otel_setup.configure()
+    assert _compat.public_api_only()
+    monkeypatch.setenv("OTEL_SETUP_COMPAT", "fast")
+    from otel_setup._core.configure import reset
+
+    reset()
+    with pytest.raises(otel_setup.OtelSetupConfigError) as raised:
+        otel_setup.configure()
+    assert "OTEL_SETUP_COMPAT" in str(raised.value) and "fast" in str(raised.value)
