@@ -27,6 +27,7 @@ from starlette.routing import Mount
 
 __all__ = [
     "MOUNT_TEMPLATE",
+    "composite_members",
     "disable_native_telemetry",
     "full_route_template",
     "instrumentation_info",
@@ -106,6 +107,19 @@ def reset_global_providers() -> bool:
         logs_internal._LOGGER_PROVIDER_SET_ONCE = Once()
         logs_internal._LOGGER_PROVIDER = None
     return True
+
+
+def composite_members(propagator: Any) -> Sequence[Any] | None:
+    """The propagators a ``CompositePropagator`` calls, or ``None`` when they cannot be known.
+
+    Knowing them lets client calls write a W3C ``traceparent`` directly
+    instead of through the global propagator. Publicly they are unknown, and
+    every call takes the general ``propagate.inject`` path (slower, same headers).
+    """
+    if _public_only:
+        return None
+    members = getattr(propagator, "_propagators", None)
+    return members if isinstance(members, (list, tuple)) else None
 
 
 # --- structlog -------------------------------------------------------------------------------------

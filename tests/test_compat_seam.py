@@ -75,11 +75,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("_core/selfmetrics.py", "inner._queue"): DEBT + "batch processor queue metrics",
     ("_core/selfmetrics.py", "inner._metrics"): DEBT + "batch processor queue metrics",
     ("_core/selfmetrics.py", "inner._max_queue_size"): DEBT + "batch processor queue metrics",
-    ("_core/selfmetrics.py", "inner._preferred_temporality"): DEBT + "the counting metric exporter",
-    ("_core/selfmetrics.py", "inner._preferred_aggregation"): DEBT + "the counting metric exporter",
-    ("_hotpath/metrics.py", "import opentelemetry.sdk.metrics._internal.exemplar:Exemplar"): (
-        DEBT + "exemplars of the pre-aggregated histograms"
-    ),
     **{
         ("_integrations/_semconv.py", expression): DEBT + "stable HTTP semantic conventions for contrib"
         for expression in (
@@ -94,7 +89,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("_integrations/httpx.py", "HTTPXClientInstrumentor()._is_instrumented_by_opentelemetry"): (
         DEBT + "contrib's httpx instrumentor told the package instruments httpx"
     ),
-    ("_integrations/httpx.py", "getattr(inner, '_propagators', None)"): DEBT + "the propagators a composite holds",
     ("_integrations/sentry.py", "getattr(transport, '_is_rate_limited', None)"): DEBT + "Sentry's rate limit",
 }
 

@@ -359,7 +359,7 @@ def _otlp_metric_reader(
     return _PeriodicReader(
         local,
         resource,
-        CountingMetricExporter(exporter, counters, component),
+        CountingMetricExporter(exporter, counters, component, _preferred_temporality(settings)),
         redactor,
         delta=settings.metrics_temporality != "cumulative",
         export_interval_millis=settings.metric_export_interval,

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from opentelemetry.metrics import Counter, MeterProvider
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
+from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
@@ -109,11 +109,16 @@ class CountingSpanExporter(SpanExporter):
 
 
 class CountingMetricExporter(MetricExporter):
-    def __init__(self, inner: MetricExporter, counters: ExportCounters, component: str) -> None:
-        super().__init__(
-            preferred_temporality=inner._preferred_temporality,
-            preferred_aggregation=inner._preferred_aggregation,
-        )
+    """Counts the points ``inner`` exported; the reader reads the preferences given here, ``inner``'s own."""
+
+    def __init__(
+        self,
+        inner: MetricExporter,
+        counters: ExportCounters,
+        component: str,
+        preferred_temporality: dict[type, AggregationTemporality] | None = None,
+    ) -> None:
+        super().__init__(preferred_temporality=preferred_temporality)
         self._inner = inner
         self._counters = counters
         self._component = component

@@ -183,7 +183,7 @@ class FastHistogram(_Instrument):
                 self._pending = {}
         if not snapshot:
             return None
-        from opentelemetry.sdk.metrics._internal.exemplar import Exemplar
+        from opentelemetry.sdk.metrics import Exemplar
 
         points = [
             HistogramDataPoint(

@@ -28,6 +28,7 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from otel_setup._compat import composite_members
 from otel_setup._core.catalog import buckets
 from otel_setup._hotpath.context import SPAN_KEY
 from otel_setup._hotpath.keep import BufferingRoot, Built, buffer
@@ -206,7 +207,7 @@ class _ClientCalls:
         if textmap is not self._textmap:
             self._textmap = textmap
             inner = textmap.inner if isinstance(textmap, GuardedPropagator) else None
-            parts = getattr(inner, "_propagators", None) if isinstance(inner, CompositePropagator) else None
+            parts = composite_members(inner) if isinstance(inner, CompositePropagator) else None
             self._textmap_is_w3c = (
                 parts is not None
                 and any(type(part) is TraceContextTextMapPropagator for part in parts)
