@@ -259,8 +259,11 @@ def test_a_trusted_page_continues_its_trace_into_the_backend(stack: Stack, visit
     assert fetch["attributes"]["http.request.method"] == "GET"
     assert fetch["attributes"]["http.response.status_code"] == 200
     assert fetch["attributes"]["sentry.segment.name"] == "account lookup"
-    # The backend's work happened inside the browser's fetch (same clock: one machine).
-    assert fetch["start_timestamp"] * 1e9 <= backend.start_ns <= backend.end_ns <= fetch["end_timestamp"] * 1e9
+    # The backend's span started inside the browser's fetch (same clock: one machine). Its end is
+    # not ordered against the fetch's: the server ends its span after the last byte is sent, and
+    # the browser may already have resolved the fetch by then.
+    assert fetch["start_timestamp"] * 1e9 <= backend.start_ns <= fetch["end_timestamp"] * 1e9
+    assert backend.start_ns <= backend.end_ns
 
     # Nothing Sentry received carries the GW2 key the page sent in its request header.
     with stack.ingest._lock:
