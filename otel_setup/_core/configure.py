@@ -95,27 +95,26 @@ def _split(
     checks = rest.pop("readiness_checks", None) or {}
     if not isinstance(checks, Mapping) or not all(isinstance(k, str) and callable(v) for k, v in checks.items()):
         raise OtelSetupConfigError("readiness_checks", checks, "a mapping of name to a zero-argument callable")
-    readers = rest.pop("metric_readers", None) or ()
-    if isinstance(readers, (str, bytes)) or not isinstance(readers, Iterable):
-        raise OtelSetupConfigError("metric_readers", readers, "a sequence of MetricReader objects")
     from opentelemetry.sdk.metrics.export import MetricReader
     from opentelemetry.sdk.metrics.view import View
 
-    readers = tuple(readers)
-    if not all(isinstance(reader, MetricReader) for reader in readers):
-        raise OtelSetupConfigError("metric_readers", readers, "a sequence of MetricReader objects")
-    views = rest.pop("views", None) or ()
-    if isinstance(views, (str, bytes)) or not isinstance(views, Iterable):
-        raise OtelSetupConfigError("views", views, "a sequence of opentelemetry.sdk.metrics.view.View objects")
-    views = tuple(views)
-    if not all(isinstance(view, View) for view in views):
-        raise OtelSetupConfigError("views", views, "a sequence of opentelemetry.sdk.metrics.view.View objects")
-    features["metric_readers"] = readers
-    features["views"] = views
+    features["metric_readers"] = _instances(rest, "metric_readers", MetricReader, "a sequence of MetricReader objects")
+    features["views"] = _instances(rest, "views", View, "a sequence of opentelemetry.sdk.metrics.view.View objects")
     apis = rest.pop("known_apis", None) or ()
     if isinstance(apis, (str, bytes)) or not isinstance(apis, Iterable):
         raise OtelSetupConfigError("known_apis", apis, "a sequence of KnownHttpApi objects")
     return features, dict(checks), tuple(apis), rest
+
+
+def _instances(options: dict[str, Any], keyword: str, kind: type, allowed: str) -> tuple[Any, ...]:
+    """``options[keyword]`` (removed from ``options``) as a tuple of ``kind`` instances, or the typed error."""
+    value = options.pop(keyword, None) or ()
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise OtelSetupConfigError(keyword, value, allowed)
+    items = tuple(value)
+    if not all(isinstance(item, kind) for item in items):
+        raise OtelSetupConfigError(keyword, items, allowed)
+    return items
 
 
 def _build(
