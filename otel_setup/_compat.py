@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import Any, Final
 
+import structlog.contextvars
 from starlette.routing import Mount
 
 __all__ = [
@@ -132,8 +133,6 @@ def structlog_context() -> dict[str, Any] | None:
     empty, nothing was ever bound and the copy ``get_contextvars()`` makes per
     request is skipped. Publicly, that copy is made every time.
     """
-    import structlog.contextvars
-
     if not _public_only and not getattr(structlog.contextvars, "_CONTEXT_VARS", True):
         return None
     return structlog.contextvars.get_contextvars()

@@ -76,7 +76,7 @@ class _PeriodicReader(PeriodicExportingMetricReader):
         delta: bool = False,
         **options: Any,
     ) -> None:
-        """``delta``: the exporter prefers DELTA for counters and histograms (both non-cumulative presets do)."""
+        """``delta``: the exporter prefers DELTA for histograms, and so for counters (every preset pairs them)."""
         super().__init__(exporter, **options)
         self._local = local
         self._resource = resource
@@ -327,7 +327,7 @@ _OTLP_EXPORTERS: Final = {
 }
 
 
-def _otlp_exporter(settings: Settings, signal: str) -> tuple[Any, str]:
+def _otlp_exporter(settings: Settings, signal: str, **extra: Any) -> tuple[Any, str]:
     """One signal's OTLP exporter, configured explicitly, and its ``otel.component.type``."""
     import importlib
 
@@ -337,8 +337,7 @@ def _otlp_exporter(settings: Settings, signal: str) -> tuple[Any, str]:
     endpoint = settings.signal_endpoint(signal) or _default_endpoint(settings, signal)
     options: dict[str, Any] = {"endpoint": endpoint, "headers": dict(settings.otlp_headers)}
     options["timeout"] = settings.otlp_timeout
-    if signal == "metrics":
-        options["preferred_temporality"] = _preferred_temporality(settings)
+    options.update(extra)
     if protocol == "grpc":
         options["insecure"] = endpoint.startswith("http://")
     wire = "grpc" if protocol == "grpc" else "http"
@@ -353,15 +352,18 @@ def _otlp_metric_reader(
     reset_after_fork: list[Any] | None = None,
     redactor: Redactor = DEFAULT_REDACTOR,
 ) -> MetricReader:
-    exporter, component = _otlp_exporter(settings, "metrics")
+    from opentelemetry.sdk.metrics import Histogram
+
+    temporality = _preferred_temporality(settings)
+    exporter, component = _otlp_exporter(settings, "metrics", preferred_temporality=temporality)
     if reset_after_fork is not None:
         reset_after_fork.append(exporter)
     return _PeriodicReader(
         local,
         resource,
-        CountingMetricExporter(exporter, counters, component, _preferred_temporality(settings)),
+        CountingMetricExporter(exporter, counters, component, temporality),
         redactor,
-        delta=settings.metrics_temporality != "cumulative",
+        delta=temporality[Histogram] is AggregationTemporality.DELTA,
         export_interval_millis=settings.metric_export_interval,
         export_timeout_millis=settings.otlp_timeout * 1000,
     )

@@ -36,6 +36,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
 __all__ = [
     "FastCounter",
@@ -161,7 +162,7 @@ class FastHistogram(_Instrument):
     def _attributes(self, key: tuple[Any, ...]) -> dict[str, Any]:
         if key is _OVERFLOW or key == _OVERFLOW:
             return {"otel.metric.overflow": True}
-        return {name: value for name, value in zip(self.attribute_names, key, strict=True) if value is not None}
+        return _named(self.attribute_names, key)
 
     def collect(self, now: int, delta: bool = False) -> Metric | None:
         """Cumulative points, or with ``delta`` the points since the previous delta collection."""
@@ -297,9 +298,7 @@ def _sum(
     names = instrument.attribute_names
     points = [
         NumberDataPoint(
-            attributes={"otel.metric.overflow": True}
-            if key == _OVERFLOW
-            else {n: v for n, v in zip(names, key, strict=True) if v is not None},
+            attributes={"otel.metric.overflow": True} if key == _OVERFLOW else _named(names, key),
             start_time_unix_nano=start,
             time_unix_nano=now,
             value=value,
@@ -318,8 +317,8 @@ class SdkHistogram:
     """The :class:`FastHistogram` call shape over the SDK's histogram.
 
     Used when a metric setting asks for what the fast instruments do not do
-    (a reader or View of the user's, delta temporality, another exemplar
-    filter): the SDK then aggregates, and every reader, View and filter sees
+    (a reader or View of the user's, another exemplar filter): the SDK then
+    aggregates, and every reader, View and filter sees
     these measurements as it sees its own. The trace of an exported request is
     passed as the measurement's context, so the exemplar filter decides.
     """
@@ -331,8 +330,7 @@ class SdkHistogram:
         self.attribute_names = tuple(attribute_names)
 
     def record(self, value: float, key: tuple[Any, ...], trace_id: int = 0, span_id: int = 0) -> None:
-        attributes = {name: v for name, v in zip(self.attribute_names, key, strict=True) if v is not None}
-        self._histogram.record(value, attributes, context=_exported(trace_id, span_id))
+        self._histogram.record(value, _named(self.attribute_names, key), context=_exported(trace_id, span_id))
 
 
 class SdkCounter:
@@ -345,8 +343,7 @@ class SdkCounter:
         self.attribute_names = tuple(attribute_names)
 
     def add(self, amount: int, key: tuple[Any, ...]) -> None:
-        attributes = {name: v for name, v in zip(self.attribute_names, key, strict=True) if v is not None}
-        self._counter.add(amount, attributes, context=_NO_TRACE)
+        self._counter.add(amount, _named(self.attribute_names, key), context=_NO_TRACE)
 
 
 class SdkSeries:
@@ -378,17 +375,19 @@ class SdkInFlight:
         with self._lock:
             series = self.series.get(key)
             if series is None:
-                attributes = {n: v for n, v in zip(self.attribute_names, key, strict=True) if v is not None}
-                series = self.series[key] = SdkSeries(self._counter, attributes)
+                series = self.series[key] = SdkSeries(self._counter, _named(self.attribute_names, key))
             return series
+
+
+def _named(names: tuple[str, ...], values: tuple[Any, ...]) -> dict[str, Any]:
+    """Attribute values in ``names`` order as the SDK's attributes mapping; ``None`` leaves one out."""
+    return {name: value for name, value in zip(names, values, strict=True) if value is not None}
 
 
 def _exported(trace_id: int, span_id: int) -> Any:
     """The context an exemplar filter reads: the exported request's span, or no span at all."""
     if not trace_id:
         return _NO_TRACE
-    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
-
     sampled = SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
     return set_span_in_context(NonRecordingSpan(sampled), _NO_TRACE)
 
@@ -551,7 +550,7 @@ def _by_values(instrument: Any, method: str, attribute_names: Sequence[str]) -> 
     names = tuple(attribute_names)
 
     def by_values(amount: Any, values: tuple[Any, ...]) -> None:
-        call(amount, {name: v for name, v in zip(names, values, strict=True) if v is not None})
+        call(amount, _named(names, values))
 
     return by_values
 
