@@ -20,6 +20,9 @@ claims (``scripts/fastapi-matrix``).
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import Any, Final
 
@@ -28,19 +31,27 @@ from starlette.routing import Mount
 
 __all__ = [
     "MOUNT_TEMPLATE",
+    "choose_stable_semconv",
+    "claim_instrumented",
     "composite_members",
     "disable_native_telemetry",
+    "enable_processor_metrics",
     "full_route_template",
     "instrumentation_info",
+    "on_sentry_lost_events",
+    "patch_constructor",
     "public_api_only",
     "reset_global_providers",
     "route_template_from_contexts",
+    "sentry_rate_limited",
     "span_containers",
     "structlog_context",
     "use_public_api",
+    "wrap_middleware_stack",
 ]
 
 _public_only = False
+_log = logging.getLogger("otel_setup")
 
 
 def use_public_api(public: bool) -> None:
@@ -121,6 +132,139 @@ def composite_members(propagator: Any) -> Sequence[Any] | None:
         return None
     members = getattr(propagator, "_propagators", None)
     return members if isinstance(members, (list, tuple)) else None
+
+
+def enable_processor_metrics(processor: Any, meter_provider: Any, signal: str) -> bool:
+    """Turn on a batch processor's queue metrics (size, capacity, drops); whether they are on.
+
+    The SDK switches them on only from ``OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED``
+    (which would also make its OTLP exporters count what the package's counting
+    exporters already count). Here its metric factory is handed the
+    processor's queue directly. Publicly the processor keeps what it was built
+    with (``meter_provider=``): queue metrics exactly when that variable is set.
+    """
+    if _public_only:
+        return False
+    try:
+        from opentelemetry.sdk._shared_internal._processor_metrics import create_processor_metrics
+        from opentelemetry.semconv._incubating.attributes.otel_attributes import OtelComponentTypeValues
+
+        inner = processor._batch_processor
+        component = (
+            OtelComponentTypeValues.BATCHING_SPAN_PROCESSOR
+            if signal == "traces"
+            else OtelComponentTypeValues.BATCHING_LOG_PROCESSOR
+        )
+        metrics = create_processor_metrics(
+            signal,  # type: ignore[arg-type] # "traces" or "logs"
+            component,
+            meter_provider,
+            capacity=inner._max_queue_size,
+            enabled=True,
+        )
+        queue = inner._queue
+        metrics.register_queue_size(lambda: len(queue))
+        inner._metrics = metrics
+    except Exception:  # noqa: BLE001 - an SDK without these internals still exports fine
+        _log.debug("otel_setup: SDK processor metrics unavailable", exc_info=True)
+        return False
+    return True
+
+
+def choose_stable_semconv() -> bool | None:
+    """Make contrib instrumentations emit the stable HTTP and database conventions.
+
+    Contrib reads ``OTEL_SEMCONV_STABILITY_OPT_IN`` once, on its first
+    instrumentor, and defaults to the old conventions (server metrics with
+    ``Host``-derived attributes: one series per forged Host header). Here its
+    switch is set directly, without touching ``os.environ``. Publicly the
+    variable itself is set for contrib to read, unless the user set it.
+    Returns True when chosen, False when contrib had chosen old conventions
+    already, None when that cannot be told (public, or no contrib).
+    """
+    if _public_only:
+        os.environ.setdefault(_SEMCONV_OPT_IN, "http,database")
+        return None
+    try:
+        from opentelemetry.instrumentation._semconv import (
+            _OpenTelemetrySemanticConventionStability as Stability,
+        )
+        from opentelemetry.instrumentation._semconv import (
+            _OpenTelemetryStabilitySignalType as Signal,
+        )
+        from opentelemetry.instrumentation._semconv import _StabilityMode as Mode
+    except ImportError:
+        return None
+    with Stability._lock:
+        if Stability._initialized:
+            current = Stability._OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING.get(Signal.HTTP)
+            return current in (Mode.HTTP, Mode.HTTP_DUP)
+        Stability._OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING = {
+            Signal.HTTP: Mode.HTTP,
+            Signal.DATABASE: Mode.DATABASE,
+            Signal.GEN_AI: Mode.DEFAULT,
+        }
+        Stability._initialized = True
+    return True
+
+
+_SEMCONV_OPT_IN: Final = "OTEL_SEMCONV_STABILITY_OPT_IN"
+
+
+def claim_instrumented(instrumentor: Any, claimed: bool) -> None:
+    """Make a contrib instrumentor's ``instrument()`` a no-op while the package instruments its library.
+
+    Called by habit after ``configure()``, contrib's httpx instrumentor would
+    add a second client span to every call. Its instrumented flag is set, so it
+    reports "already instrumented" (and ``is_instrumented_by_opentelemetry``
+    tells the truth). Publicly, the singleton's public ``instrument`` is
+    shadowed by a no-op on the instance (the flag then stays False).
+    """
+    if not _public_only:
+        instrumentor._is_instrumented_by_opentelemetry = claimed
+        return
+    if claimed:
+        instrumentor.instrument = _already_instrumented
+    else:
+        instrumentor.__dict__.pop("instrument", None)
+
+
+def _already_instrumented(**_options: Any) -> None:
+    _log.debug("otel_setup: the package instruments this library; contrib's instrument() is skipped")
+
+
+# --- sentry_sdk ------------------------------------------------------------------------------------
+
+
+def sentry_rate_limited(transport: Any) -> bool | None:
+    """Whether an unhealthy Sentry transport is rate-limited (else its queue is full); None publicly.
+
+    The public ``is_healthy()`` answers both at once.
+    """
+    if _public_only:
+        return None
+    limited = getattr(transport, "_is_rate_limited", None)
+    return bool(limited()) if callable(limited) else None
+
+
+def on_sentry_lost_events(transport: Any, count: Callable[[str, Any], None]) -> bool:
+    """Call ``count(reason, data_category)`` for every event the Sentry SDK records as lost.
+
+    The SDK has no hook for them; the transport's public ``record_lost_event``
+    (the method its client reports go through, with its documented signature)
+    is wrapped on the instance. The same in both modes: no private name is read.
+    """
+    original = getattr(transport, "record_lost_event", None)
+    if transport is None or not callable(original):
+        return False
+
+    def record_lost_event(reason: str, data_category: Any = None, item: Any = None, *args: Any, **kwargs: Any) -> Any:
+        with contextlib.suppress(Exception):  # counting must never break the transport
+            count(str(reason), getattr(item, "data_category", None) if item is not None else data_category)
+        return original(reason, data_category, item, *args, **kwargs)
+
+    transport.record_lost_event = record_lost_event
+    return True
 
 
 # --- structlog -------------------------------------------------------------------------------------
@@ -251,3 +395,50 @@ def disable_native_telemetry(app: Any) -> bool:
         return False
     config.update(tracing=False, metrics=False, logs=False, operation_spans=False)
     return True
+
+
+# --- patches of public methods ---------------------------------------------------------------------
+# No private state is read below: each replaces a public method on an object or class, the same in
+# both modes. They live here so every change the package makes to another library's objects is in
+# one module (tests/test_compat_seam.py flags a method assigned anywhere else).
+
+
+def wrap_middleware_stack(app: Any, wrap: Callable[[Callable[[], Any]], Any]) -> None:
+    """Have a Starlette or FastAPI ``app`` build its middleware stack as ``wrap(original_build)``.
+
+    Starlette builds the stack lazily through its public ``build_middleware_stack``;
+    overriding it on the instance puts a middleware outside
+    ``ServerErrorMiddleware`` (``add_middleware`` cannot, and refuses once the
+    app has started). The stack is rebuilt on the next call.
+    """
+    original = app.build_middleware_stack
+
+    def build_middleware_stack() -> Any:
+        return wrap(original)
+
+    app.build_middleware_stack = build_middleware_stack
+    app.middleware_stack = None
+
+
+def patch_constructor(cls: type, after_init: Callable[[Any], None]) -> Callable[[], None]:
+    """Call ``after_init(instance)`` after every ``cls(...)`` from now on; returns the undo.
+
+    The zero-code path runs before the application module is imported, so
+    patching the class reaches instances however the class was imported.
+    """
+    own: Any = vars(cls).get("__init__")  # the class's own, not an inherited one
+    original: Any = own if own is not None else type.__getattribute__(cls, "__init__")
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        after_init(self)
+
+    type.__setattr__(cls, "__init__", __init__)
+
+    def undo() -> None:
+        if own is None:
+            type.__delattr__(cls, "__init__")
+        else:
+            type.__setattr__(cls, "__init__", own)
+
+    return undo

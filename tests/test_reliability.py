@@ -624,3 +624,75 @@ def test_fork_after_configure_gives_the_child_its_own_identity(otlp_receiver: Ot
     forked = {s.resource["service.instance.id"] for s in spans if s.name.startswith("child")}
     assert len(parent) == 1 and len(forked) == 1 and parent != forked
     assert {s.resource["process.pid"] for s in spans if s.name.startswith("child")} == {child}
+
+
+def test_a_forked_child_never_writes_to_the_parents_connection(otlp_receiver: OtlpReceiver) -> None:
+    """The parent's keep-alive socket to the collector is inherited; the child opens its own."""
+    telemetry = otel_setup.configure(otlp_endpoint=otlp_receiver.endpoint, sampling_ratio=1.0)
+    tracer = telemetry.tracer_provider.get_tracer("test")
+    tracer.start_span("parent").end()
+    assert telemetry.force_flush(timeout=3.0)
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            tracer.start_span("child").end()
+            code = 0 if telemetry.force_flush(timeout=3.0) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    tracer.start_span("parent again").end()
+    assert telemetry.force_flush(timeout=3.0)
+    assert [s.name for s in otlp_receiver.spans()] == ["parent", "child", "parent again"]
+    parent, forked, again = [r.peer for r in otlp_receiver.requests("traces")]
+    assert forked != parent, "the child exported over the socket it inherited from the parent"
+    assert again == parent, "the parent's connection survived the child closing its copy"
+
+
+def _install_credential_provider(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real entry point in ``opentelemetry_otlp_credential_provider``, as a distribution would ship it."""
+    (root / "credential_probe.py").write_text(
+        "import requests\n"
+        "SESSIONS = []\n"
+        "def session():\n"
+        "    made = requests.Session()\n"
+        "    made.headers['x-credential'] = 'from-provider'\n"
+        "    SESSIONS.append(made)\n"
+        "    return made\n"
+    )
+    info = root / "credential_probe-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: credential-probe\nVersion: 1.0\n")
+    entry_points = "[opentelemetry_otlp_credential_provider]\nprobe = credential_probe:session\n"
+    (info / "entry_points.txt").write_text(entry_points)
+    monkeypatch.syspath_prepend(str(root))
+
+
+def test_a_credential_provider_gives_every_exporter_its_session(
+    otlp_receiver: OtlpReceiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _install_credential_provider(tmp_path, monkeypatch)
+    monkeypatch.setenv("OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER", "probe")
+    telemetry = otel_setup.configure(
+        otlp_endpoint=otlp_receiver.endpoint, sampling_ratio=1.0, metrics_exporter="otlp", logs_exporter="otlp"
+    )
+    telemetry.tracer_provider.get_tracer("test").start_span("through the provider").end()
+    assert telemetry.force_flush(timeout=3.0)
+    import credential_probe  # type: ignore[import-not-found] # written by the helper above
+
+    assert len(credential_probe.SESSIONS) == 3, "one session per signal's exporter"
+    seen = otlp_receiver.requests()
+    assert {r.signal for r in seen} >= {"traces", "metrics"}
+    assert all(r.headers.get("x-credential") == "from-provider" for r in seen)
+    assert [s.name for s in otlp_receiver.spans()] == ["through the provider"]
+
+
+def test_an_unknown_credential_provider_stops_startup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _install_credential_provider(tmp_path, monkeypatch)
+    monkeypatch.setenv("OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER", "prob")
+    with pytest.raises(otel_setup.OtelSetupConfigError) as raised:
+        otel_setup.configure(otlp_endpoint="http://127.0.0.1:9/")
+    message = str(raised.value)
+    assert "OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER" in message and "'prob'" in message
+    assert "opentelemetry_otlp_credential_provider entry point (one of probe)" in message

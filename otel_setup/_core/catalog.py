@@ -320,7 +320,8 @@ CATALOG: Final[tuple[MetricSpec, ...]] = (
         "counter",
         "{event}",
         "`reason`: `rate_limited` or `queue_full` (skipped by the package while Sentry's transport was "
-        "unhealthy), or sentry-sdk's own reason for an error event it lost (`network_error`, `ratelimit_backoff`, "
+        "unhealthy; `unhealthy` under `OTEL_SETUP_COMPAT=public`, which cannot tell the two apart), or "
+        "sentry-sdk's own reason for an error event it lost (`network_error`, `ratelimit_backoff`, "
         "`queue_overflow`, …); deliberate drops (sampling, `before_send`) are not counted",
         "Error events that never reached Sentry.",
         "pipeline",

@@ -104,6 +104,7 @@ class ConfigureOptions(TypedDict, total=False):
     otlp_logs_protocol: Literal["http/protobuf", "grpc"]
     otlp_headers: Mapping[str, str]
     otlp_timeout: float
+    otlp_credential_provider: str
     sampler: Sampler
     sampling_ratio: float
     metric_export_interval: int

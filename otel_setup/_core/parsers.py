@@ -45,6 +45,25 @@ def optional_string(value: object, name: str) -> str | None:
     return text or None
 
 
+CREDENTIAL_PROVIDERS: Final = "opentelemetry_otlp_credential_provider"
+"""The entry-point group whose callables give the SDK's HTTP exporters a ``requests.Session``."""
+
+
+def credential_provider(value: object, name: str) -> str | None:
+    """The name of an installed credential-provider entry point (checked at startup, not at first export)."""
+    text = optional_string(value, name)
+    if text is None:
+        return None
+    from importlib.metadata import entry_points
+
+    installed = sorted({point.name for point in entry_points(group=CREDENTIAL_PROVIDERS)})
+    if text not in installed:
+        listed = f"one of {', '.join(installed)}" if installed else "none is installed"
+        allowed = f"the name of an installed {CREDENTIAL_PROVIDERS} entry point ({listed})"
+        raise OtelSetupConfigError(name, value, allowed)
+    return text
+
+
 def boolean(value: object, name: str) -> bool:
     if isinstance(value, bool):
         return value

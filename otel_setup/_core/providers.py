@@ -43,12 +43,13 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.sdk.version import __version__ as sdk_version
 
+from otel_setup._compat import enable_processor_metrics
+from otel_setup._core.errors import OtelSetupConfigError
 from otel_setup._core.selfmetrics import (
     CountingLogExporter,
     CountingMetricExporter,
     CountingSpanExporter,
     ExportCounters,
-    enable_processor_metrics,
 )
 from otel_setup._core.settings import Settings
 from otel_setup._hotpath.keep import Keeper, KeepingParentBased
@@ -63,8 +64,49 @@ __all__ = ["Providers", "build_providers", "build_resource", "build_sampler", "r
 _log = logging.getLogger("otel_setup")
 
 
-class _PeriodicReader(PeriodicExportingMetricReader):
-    """OTLP push of the SDK's metrics plus the hot-path instruments'."""
+class _MergingReader(MetricReader):
+    """A reader whose collections carry the hot-path instruments' points beside the SDK's.
+
+    The SDK has no metric-producer seam: its public ``collect`` hands what the
+    SDK collected to ``_receive_metrics`` (the method every reader
+    implements), and skips it when no SDK instrument has data yet; the
+    hot-path points then go out on their own. Redaction of user instruments'
+    attributes happens here too (the hot-path ones have fixed, clean keys).
+    """
+
+    _local: LocalMetrics
+    _resource: Resource
+    _redactor: Redactor
+    _delta: bool = False
+
+    def _start_merging(self, local: LocalMetrics, resource: Resource, redactor: Redactor) -> None:
+        self._local = local
+        self._resource = resource
+        self._redactor = redactor
+        self._collecting = threading.Lock()
+        self._merged = False
+
+    # ``collect`` is marked final for type checkers only.
+    def collect(self, timeout_millis: float = 10_000) -> None:  # type: ignore[misc]
+        with self._collecting:  # one merge per collection: the periodic thread and a flush may race
+            self._merged = False
+            super().collect(timeout_millis=timeout_millis)
+            if not self._merged:
+                self._receive_metrics(None, timeout_millis=timeout_millis)
+
+    def _receive_metrics(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> None:
+        self._merged = True
+        merged = merge_into(metrics_data, self._local, self._resource, self._delta)
+        if merged is not None:
+            self._deliver(scrub_metrics(merged, self._redactor), timeout_millis)
+
+    def _deliver(self, metrics_data: Any, timeout_millis: float) -> None:
+        # safe-super: the concrete reader after this class in the MRO implements it
+        super()._receive_metrics(metrics_data, timeout_millis=timeout_millis)  # type: ignore[safe-super]
+
+
+class _PeriodicReader(_MergingReader, PeriodicExportingMetricReader):
+    """OTLP push (or the console) of the SDK's metrics plus the hot-path instruments'."""
 
     def __init__(
         self,
@@ -78,68 +120,71 @@ class _PeriodicReader(PeriodicExportingMetricReader):
     ) -> None:
         """``delta``: the exporter prefers DELTA for histograms, and so for counters (every preset pairs them)."""
         super().__init__(exporter, **options)
-        self._local = local
-        self._resource = resource
-        self._redactor = redactor
+        self._start_merging(local, resource, redactor)
         self._delta = delta
         if delta:
             local.enable_delta()
 
-    # ``collect`` is marked final for type checkers only. The SDK has no
-    # metric-producer seam, and its own ``collect`` skips the export entirely
-    # when no SDK instrument has data yet, which would drop the hot-path
-    # instruments' data with it.
-    def collect(self, timeout_millis: float = 10_000) -> None:  # type: ignore[misc]
-        collect_sdk: Any = self._collect
-        if collect_sdk is None:
-            return
-        sdk_data = collect_sdk(self, timeout_millis=timeout_millis)
-        metrics_data = merge_into(sdk_data, self._local, self._resource, self._delta)
-        if metrics_data is not None:
-            # redaction: user instruments' attributes (the hot-path ones have fixed, clean keys)
-            self._receive_metrics(scrub_metrics(metrics_data, self._redactor), timeout_millis=timeout_millis)
-
 
 def _prometheus_reader_class() -> Any:
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import CollectorRegistry
 
-    class PrometheusReader(PrometheusMetricReader):
-        """Prometheus text of the SDK's metrics plus the hot-path instruments'.
+    class PrometheusReader(_MergingReader, PrometheusMetricReader):
+        """Prometheus text of the SDK's metrics plus the hot-path instruments', with exemplars.
 
-        Pull-based: collection happens when ``/metrics`` is scraped, never on a
-        flush (the stock reader queues a copy per flush, and the next scrape
-        then prints every family twice, which Prometheus rejects).
+        Pull-based: collection happens when the exporter's collector is
+        scraped (it calls ``collect``), never on a flush (the stock reader
+        queues a copy per flush, and the next scrape then prints every family
+        twice, which Prometheus rejects). The exporter translates into a
+        registry of its own; the caller's registry holds a collector that adds
+        the exemplars the exporter drops.
         """
 
         def __init__(
-            self, local: LocalMetrics, resource: Resource, redactor: Redactor = DEFAULT_REDACTOR, **options: Any
+            self,
+            local: LocalMetrics,
+            resource: Resource,
+            redactor: Redactor = DEFAULT_REDACTOR,
+            *,
+            registry: Any,
+            **options: Any,
         ) -> None:
-            super().__init__(**options)
-            self._local = local
-            self._resource = resource
-            self._redactor = redactor
-            collector: Any = self._collector
-            collector._callback = self._scrape  # the collector's hook into this reader
+            translated = CollectorRegistry(auto_describe=False)
+            super().__init__(registry=translated, **options)
+            self._start_merging(local, resource, redactor)
             self._exemplars: dict[str, dict[frozenset[tuple[str, str]], list[Any]]] = {}
-            translate = collector.collect
-            # The exporter drops exemplars; OpenMetrics carries them on the buckets (the registry
-            # calls this instance attribute, and the plain text format ignores exemplars).
-            collector.collect = lambda: with_exemplars(translate(), lambda: self._exemplars)
+            registry.register(_ExemplarCollector(translated, lambda: self._exemplars))
 
-        def _receive_metrics(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> None:
+        def force_flush(self, timeout_millis: float = 10_000) -> bool:
             """A flush: nothing to push for a pull exporter."""
+            return True
 
-        def _scrape(self) -> None:
-            collect_sdk: Any = self._collect
-            if collect_sdk is None:
-                return
-            metrics_data = merge_into(collect_sdk(self, timeout_millis=10_000), self._local, self._resource)
-            if metrics_data is not None:
-                scrubbed = scrub_metrics(metrics_data, self._redactor)
-                self._exemplars = exemplar_index(scrubbed)
-                self._collector.add_metrics_data(align_shared_families(scrubbed))
+        def _deliver(self, metrics_data: Any, timeout_millis: float) -> None:
+            self._exemplars = exemplar_index(metrics_data)
+            super()._deliver(align_shared_families(metrics_data), timeout_millis)
 
     return PrometheusReader
+
+
+class _ExemplarCollector:
+    """A prometheus_client collector: the exporter's families with each bucket's exemplar.
+
+    OpenMetrics carries exemplars on the buckets; the plain text format
+    ignores them.
+    """
+
+    def __init__(
+        self, translated: Any, index: Callable[[], dict[str, dict[frozenset[tuple[str, str]], list[Any]]]]
+    ) -> None:
+        self._translated = translated
+        self._index = index
+
+    def describe(self) -> list[Any]:
+        return []  # no scrape at registration; names are not checked against other collectors
+
+    def collect(self) -> Any:
+        return with_exemplars(self._translated.collect(), self._index)
 
 
 def _label(key: str) -> str:
@@ -270,7 +315,32 @@ def build_resource(settings: Settings, *, default_name: str | None, default_vers
     # Unique per process: N workers of one service must stay N series.
     attributes.setdefault("service.instance.id", str(uuid.uuid4()))
     attributes["process.pid"] = os.getpid()
-    return Resource(attributes)
+    return ProcessResource(attributes)
+
+
+class ProcessResource(Resource):
+    """A resource whose ``service.instance.id`` and ``process.pid`` follow ``fork()``.
+
+    Every provider, reader and span holds this one object, and exporters read
+    its public ``attributes`` on every export, so a forked worker that swaps
+    the mapping here reports as itself from its first span on.
+    """
+
+    def __init__(self, attributes: dict[str, Any], schema_url: str | None = None) -> None:
+        super().__init__(attributes, schema_url)
+        self._current: Resource | None = None
+
+    @property
+    def attributes(self) -> Any:
+        current = self._current
+        return super().attributes if current is None else current.attributes
+
+    def become_this_process(self) -> None:
+        """In a forked child: a fresh instance id and this process's pid."""
+        attributes = dict(self.attributes)
+        attributes["service.instance.id"] = str(uuid.uuid4())
+        attributes["process.pid"] = os.getpid()
+        self._current = Resource(attributes, self.schema_url)
 
 
 def build_sampler(settings: Settings) -> Sampler:
@@ -327,7 +397,7 @@ _OTLP_EXPORTERS: Final = {
 }
 
 
-def _otlp_exporter(settings: Settings, signal: str, **extra: Any) -> tuple[Any, str]:
+def _otlp_exporter(settings: Settings, signal: str, sessions: list[Any] | None = None, **extra: Any) -> tuple[Any, str]:
     """One signal's OTLP exporter, configured explicitly, and its ``otel.component.type``."""
     import importlib
 
@@ -340,8 +410,34 @@ def _otlp_exporter(settings: Settings, signal: str, **extra: Any) -> tuple[Any, 
     options.update(extra)
     if protocol == "grpc":
         options["insecure"] = endpoint.startswith("http://")
+    elif sessions is not None:
+        # A session the package holds, so a forked worker can close its inherited
+        # keep-alive sockets through requests' public API.
+        session = _http_session(settings)
+        sessions.append(session)
+        options["session"] = session
     wire = "grpc" if protocol == "grpc" else "http"
     return exporter_class(**options), f"otlp_{wire}_{kind}_exporter"
+
+
+def _http_session(settings: Settings) -> Any:
+    """A new ``requests.Session``, or the one the configured credential provider makes."""
+    import requests
+
+    name = settings.otlp_credential_provider
+    if name is None:
+        return requests.Session()
+    from importlib.metadata import entry_points
+
+    from otel_setup._core.parsers import CREDENTIAL_PROVIDERS
+
+    (point,) = tuple(entry_points(group=CREDENTIAL_PROVIDERS, name=name))[:1]
+    session = point.load()()
+    if not isinstance(session, requests.Session):
+        raise OtelSetupConfigError(
+            "OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER", name, "an entry point returning a requests.Session"
+        )
+    return session
 
 
 def _otlp_metric_reader(
@@ -349,15 +445,13 @@ def _otlp_metric_reader(
     counters: ExportCounters,
     local: LocalMetrics,
     resource: Resource,
-    reset_after_fork: list[Any] | None = None,
+    sessions: list[Any] | None = None,
     redactor: Redactor = DEFAULT_REDACTOR,
 ) -> MetricReader:
     from opentelemetry.sdk.metrics import Histogram
 
     temporality = _preferred_temporality(settings)
-    exporter, component = _otlp_exporter(settings, "metrics", preferred_temporality=temporality)
-    if reset_after_fork is not None:
-        reset_after_fork.append(exporter)
+    exporter, component = _otlp_exporter(settings, "metrics", sessions, preferred_temporality=temporality)
     return _PeriodicReader(
         local,
         resource,
@@ -460,7 +554,7 @@ def _build_meter_provider(
     redactor: Redactor,
     local: LocalMetrics,
     counters: ExportCounters,
-    exporters_to_reset: list[Any],
+    sessions: list[Any],
     metric_readers: Sequence[MetricReader],
     views: Sequence[View],
 ) -> tuple[MeterProvider, Any | None]:
@@ -477,7 +571,7 @@ def _build_meter_provider(
         registry = CollectorRegistry(auto_describe=True)
         readers.append(_PrometheusReader(local, resource, redactor, registry=registry))
     if "otlp" in metric_exporters:
-        readers.append(_otlp_metric_reader(settings, counters, local, resource, exporters_to_reset, redactor))
+        readers.append(_otlp_metric_reader(settings, counters, local, resource, sessions, redactor))
     if "console" in metric_exporters:
         # The same merging reader as OTLP's: the console shows the hot-path instruments too.
         readers.append(_PeriodicReader(local, resource, ConsoleMetricExporter(), redactor))
@@ -526,12 +620,12 @@ def build_providers(
     local = LocalMetrics()
     # Before any provider registers its own fork handler, so the resource is
     # already the child's when the SDK's handlers copy it.
-    exporters_to_reset: list[Any] = []
-    _refresh_in_forked_children(resource, exporters_to_reset)
+    sessions: list[Any] = []
+    _refresh_in_forked_children(resource, sessions)
     # The meter provider comes first: the span and log processors report their
     # queues through it, and exporters count what they sent.
     meter_provider, registry = _build_meter_provider(
-        settings, resource, redactor, local, counters, exporters_to_reset, metric_readers, views
+        settings, resource, redactor, local, counters, sessions, metric_readers, views
     )
     counters.bind(meter_provider)
 
@@ -544,8 +638,7 @@ def build_providers(
     )
     traces = _traces_exporter_name(settings)
     if traces == "otlp":
-        span_exporter, component = _otlp_exporter(settings, "traces")
-        exporters_to_reset.append(span_exporter)
+        span_exporter, component = _otlp_exporter(settings, "traces", sessions)
         span_processor = BatchSpanProcessor(
             # redaction: every span, from any instrumentation, scrubbed on the export thread
             CountingSpanExporter(ScrubbingSpanExporter(span_exporter, redactor), counters, component),
@@ -553,6 +646,7 @@ def build_providers(
             schedule_delay_millis=1000,
             max_export_batch_size=512,
             export_timeout_millis=int(settings.otlp_timeout * 1000),
+            meter_provider=meter_provider,
         )
         enable_processor_metrics(span_processor, meter_provider, "traces")
         tracer_provider.add_span_processor(span_processor)
@@ -574,15 +668,16 @@ def build_providers(
         log_limits = LogRecordLimits(max_attributes=128, max_attribute_length=limit)
         logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False, log_record_limits=log_limits)
         if logs == "otlp":
-            otlp_log_exporter, component = _otlp_exporter(settings, "logs")
-            exporters_to_reset.append(otlp_log_exporter)
+            otlp_log_exporter, component = _otlp_exporter(settings, "logs", sessions)
             # redaction: log records (FastAPI's own included) scrubbed on the export thread
             log_exporter: Any = CountingLogExporter(
                 ScrubbingLogExporter(otlp_log_exporter, redactor), counters, component
             )
         else:
             log_exporter = ScrubbingLogExporter(ConsoleLogExporter(), redactor)
-        log_processor = BatchLogRecordProcessor(log_exporter, export_timeout_millis=int(settings.otlp_timeout * 1000))
+        log_processor = BatchLogRecordProcessor(
+            log_exporter, export_timeout_millis=int(settings.otlp_timeout * 1000), meter_provider=meter_provider
+        )
         enable_processor_metrics(log_processor, meter_provider, "logs")
         logger_provider.add_log_record_processor(log_processor)
 
@@ -630,47 +725,30 @@ def _build_keeper(
     )
 
 
-def _refresh_in_forked_children(resource: Resource, exporters: list[Any]) -> None:
+def _refresh_in_forked_children(resource: Resource, sessions: list[Any]) -> None:
     """Give a forked child (gunicorn ``--preload`` worker) its own identity and connections.
 
     ``configure()`` at import in a preloading master runs once, then every
     worker is a fork() of it: without this, all workers would report the
     master's ``service.instance.id`` and pid (one series for N processes) and
     share the master's pooled keep-alive sockets to the collector. The SDK's
-    batch processors already restart their threads in the child. The resource
-    is updated in place because every provider, reader and span holds this
-    one object.
+    batch processors already restart their threads in the child.
     """
     if not hasattr(os, "register_at_fork"):
         return
 
     def after_in_child() -> None:
         try:
-            attributes = dict(resource.attributes)
-            attributes["service.instance.id"] = str(uuid.uuid4())
-            attributes["process.pid"] = os.getpid()
-            resource._attributes = Resource(attributes).attributes  # type: ignore[assignment]
-            for exporter in exporters:
-                _drop_pooled_connections(exporter)
+            if isinstance(resource, ProcessResource):
+                resource.become_this_process()
+            for session in sessions:
+                # requests' documented close: the child's copies of the sockets go, the pool
+                # stays usable and opens the child's own connections.
+                session.close()
         except Exception:  # noqa: BLE001 - a fork must never fail because of telemetry
             _log.debug("otel_setup: refreshing telemetry after fork failed", exc_info=True)
 
     os.register_at_fork(after_in_child=after_in_child)
-
-
-def _drop_pooled_connections(exporter: Any) -> None:
-    """Close the child's copies of inherited keep-alive sockets (the parent's stay open).
-
-    Two processes writing to one inherited connection interleave their
-    requests; a fresh pool makes each worker open its own.
-    """
-    transport = getattr(getattr(exporter, "_client", None), "_transport", None)
-    session = getattr(transport, "_session", None) or getattr(transport, "_pool", None)
-    for closer in ("close", "clear"):
-        method = getattr(session, closer, None)
-        if callable(method):
-            method()
-            return
 
 
 def run_within(steps: Sequence[Callable[[], object]], timeout: float, what: str) -> bool:

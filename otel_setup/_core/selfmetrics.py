@@ -3,7 +3,8 @@
 Alert rules need to see a pipeline that loses data. The SDK counts processor
 drops only when ``OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED`` is set in the
 environment, and its OTLP exporters count nothing; here the processors get
-their metrics switched on directly and every exporter is wrapped by a counter
+their metrics switched on (``otel_setup._compat.enable_processor_metrics``) and
+every exporter is wrapped by a counter
 using the semantic-conventions names (``otel.sdk.exporter.*.exported`` with
 ``error.type`` on failure). All of these run on the export thread, never on
 the request path.
@@ -23,7 +24,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from otel_setup.version import __version__
 
-__all__ = ["CountingMetricExporter", "CountingSpanExporter", "ExportCounters", "enable_processor_metrics"]
+__all__ = ["CountingMetricExporter", "CountingSpanExporter", "ExportCounters"]
 
 _log = logging.getLogger("otel_setup")
 _SCOPE: Final = "otel_setup.pipeline"
@@ -183,38 +184,6 @@ def _count_points(metrics_data: MetricsData) -> int:
             for metric in scope_metrics.metrics:
                 total += len(getattr(metric.data, "data_points", ()))
     return total
-
-
-def enable_processor_metrics(processor: Any, meter_provider: MeterProvider, signal: str) -> bool:
-    """Turn on the SDK's queue metrics for one batch processor (queue size, capacity, drops).
-
-    The SDK offers no argument for it; its internal factory is used directly
-    and, should its layout change, the processor keeps working without them.
-    """
-    try:
-        from opentelemetry.sdk._shared_internal._processor_metrics import create_processor_metrics
-        from opentelemetry.semconv._incubating.attributes.otel_attributes import OtelComponentTypeValues
-
-        inner = processor._batch_processor
-        component = (
-            OtelComponentTypeValues.BATCHING_SPAN_PROCESSOR
-            if signal == "traces"
-            else OtelComponentTypeValues.BATCHING_LOG_PROCESSOR
-        )
-        metrics = create_processor_metrics(
-            signal,  # type: ignore[arg-type] # "traces" or "logs"
-            component,
-            meter_provider,
-            capacity=inner._max_queue_size,
-            enabled=True,
-        )
-        queue = inner._queue
-        metrics.register_queue_size(lambda: len(queue))
-        inner._metrics = metrics
-    except Exception:  # noqa: BLE001 - an SDK without these internals still exports fine
-        _log.debug("otel_setup: SDK processor metrics unavailable", exc_info=True)
-        return False
-    return True
 
 
 def observable_callback(read: Callable[[], int], attributes: dict[str, str]) -> Callable[[Any], list[Any]]:

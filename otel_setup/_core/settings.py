@@ -185,6 +185,19 @@ class Settings:
         5.0,
         "Seconds one export may take, retries included (the SDK's own default is 10).",
     )
+    otlp_credential_provider: str | None = setting(
+        (
+            "OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER",
+            "OTEL_PYTHON_EXPORTER_OTLP_HTTP_TRACES_CREDENTIAL_PROVIDER",
+            "OTEL_PYTHON_EXPORTER_OTLP_HTTP_METRICS_CREDENTIAL_PROVIDER",
+            "OTEL_PYTHON_EXPORTER_OTLP_HTTP_LOGS_CREDENTIAL_PROVIDER",
+        ),
+        parse.credential_provider,
+        None,
+        "The name of an `opentelemetry_otlp_credential_provider` entry point whose `requests.Session` every "
+        "HTTP exporter uses (the first variable set applies to all three signals); unset, the package's own "
+        "session. Either way a forked worker closes its inherited keep-alive sockets.",
+    )
     sampler: str = setting(
         ("OTEL_TRACES_SAMPLER",),
         parse.choice(SAMPLERS),

@@ -135,6 +135,7 @@ class Telemetry:
 
     def instrument_app(self, app: Any) -> None:
         """Serve the probe and metrics routes on ``app`` and trace it (once per app)."""
+        from otel_setup._compat import wrap_middleware_stack
         from otel_setup._integrations.fastapi import (
             ServerHooks,
             disable_native_telemetry,
@@ -175,8 +176,7 @@ class Telemetry:
         )
         isolation = self.request_isolation
         if isolation is not None and not is_instrumented(app):
-            inner_build = app.build_middleware_stack
-            app.build_middleware_stack = lambda: isolation(inner_build())
+            wrap_middleware_stack(app, lambda build: isolation(build()))
         instrument_app(
             app,
             tracer_provider=self._providers.tracer_provider,

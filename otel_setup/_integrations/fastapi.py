@@ -29,7 +29,8 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from otel_setup._compat import MOUNT_TEMPLATE, disable_native_telemetry, full_route_template
+from otel_setup._compat import MOUNT_TEMPLATE, disable_native_telemetry, full_route_template, wrap_middleware_stack
+from otel_setup._compat import patch_constructor as compat_patch_constructor
 from otel_setup._core.catalog import buckets
 from otel_setup._hotpath.context import SpanActivation
 from otel_setup._hotpath.keep import HELD, KEPT, BufferingRoot, Keeper, release
@@ -707,9 +708,8 @@ def instrument_app(
     if shared is None:
         shared = _server_instruments[local_metrics] = _new_server_instruments(local_metrics)
     duration, active = shared
-    original_build = app.build_middleware_stack
 
-    def build_middleware_stack() -> ASGIApp:
+    def build_middleware_stack(original_build: Callable[[], ASGIApp]) -> ASGIApp:
         if getattr(app, _MOUNTED, False):
             stack: ASGIApp = original_build()  # mounted in an instrumented app: its requests are already traced
             return stack
@@ -721,9 +721,8 @@ def instrument_app(
             original_build(), tracer=tracer, duration=duration, active=active, hooks=hooks, root_app=app
         )
 
-    app.build_middleware_stack = build_middleware_stack
     # Rebuilt on the next call, also when configure() runs inside the lifespan.
-    app.middleware_stack = None
+    wrap_middleware_stack(app, build_middleware_stack)
     setattr(app, _MARK, True)
     disable_native_telemetry(app)
     return True
@@ -755,41 +754,31 @@ def _adopt_mounted_apps(app: Any, depth: int = 0) -> None:
         _adopt_mounted_apps(sub, depth + 1)
 
 
-_original_init: Any = None
+_undo_constructor: Callable[[], None] | None = None
 
 
 def patch_constructor(on_new_app: Callable[[Any], None]) -> bool:
-    """Have every ``FastAPI()`` built from now on handed to ``on_new_app``.
-
-    The zero-code path runs before the application module is imported, so
-    patching the class reaches apps however they import it.
-    """
-    global _original_init
+    """Have every ``FastAPI()`` built from now on handed to ``on_new_app``."""
+    global _undo_constructor
     try:
         import fastapi
     except ImportError:
         return False
-    if _original_init is not None:
+    if _undo_constructor is not None:
         return False
-    original = fastapi.FastAPI.__init__
-    _original_init = original
 
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
+    def after_init(app: Any) -> None:
         try:
-            on_new_app(self)
+            on_new_app(app)
         except Exception:  # noqa: BLE001 - an app must construct even if telemetry cannot attach
             _log.warning("otel_setup: could not instrument a FastAPI app", exc_info=True)
 
-    fastapi.FastAPI.__init__ = __init__  # type: ignore[method-assign] # the patch is the mechanism
+    _undo_constructor = compat_patch_constructor(fastapi.FastAPI, after_init)
     return True
 
 
 def unpatch_constructor() -> None:
-    global _original_init
-    if _original_init is None:
-        return
-    import fastapi
-
-    fastapi.FastAPI.__init__ = _original_init  # type: ignore[method-assign] # restoring the original
-    _original_init = None
+    global _undo_constructor
+    if _undo_constructor is not None:
+        _undo_constructor()
+        _undo_constructor = None

@@ -28,7 +28,7 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from otel_setup._compat import composite_members
+from otel_setup._compat import claim_instrumented, composite_members
 from otel_setup._core.catalog import buckets
 from otel_setup._hotpath.context import SPAN_KEY
 from otel_setup._hotpath.keep import BufferingRoot, Built, buffer
@@ -103,16 +103,12 @@ def instrumented_by_contrib() -> bool:
 
 
 def _claim_contrib(claimed: bool) -> None:
-    """Make contrib's ``HTTPXClientInstrumentor().instrument()`` a no-op while ours runs.
-
-    Called by habit after ``configure()``, it would add a second client span
-    to every call. Its instrumentor reports "already instrumented" instead.
-    """
+    """Make contrib's ``HTTPXClientInstrumentor().instrument()`` a no-op while ours runs."""
     try:
         from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
     except ImportError:
         return
-    HTTPXClientInstrumentor()._is_instrumented_by_opentelemetry = claimed
+    claim_instrumented(HTTPXClientInstrumentor(), claimed)
 
 
 def uninstrument_httpx() -> None:

@@ -29,6 +29,7 @@ from sentry_sdk.scope import use_isolation_scope
 from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
 from sentry_sdk.utils import BadDsn, Dsn
 
+from otel_setup._compat import on_sentry_lost_events, sentry_rate_limited
 from otel_setup._core.errors import OtelSetupConfigError
 from otel_setup._security.redaction import DEFAULT_REDACTOR, Redactor
 
@@ -191,8 +192,8 @@ class SentryBridge:
                 # Rate-limited (429) or a full queue: the event would be dropped
                 # after costing the request the time to build it.
                 self.dropped += 1
-                limited = getattr(transport, "_is_rate_limited", None)
-                self._count_lost("rate_limited" if callable(limited) and limited() else "queue_full")
+                limited = sentry_rate_limited(transport)
+                self._count_lost("unhealthy" if limited is None else "rate_limited" if limited else "queue_full")
                 return
             isolation = _REQUEST_SCOPE.get()
             request_scope = use_isolation_scope(isolation) if isolation is not None else contextlib.nullcontext()
@@ -256,24 +257,11 @@ class SentryBridge:
 
     def _hook_transport(self) -> None:
         """Count the SDK's own lost-event records (it has no public hook for them)."""
-        transport = sentry_sdk.get_client().transport
-        original = getattr(transport, "record_lost_event", None)
-        if transport is None or not callable(original):
-            return
-        bridge = self
+        on_sentry_lost_events(sentry_sdk.get_client().transport, self._count_sdk_lost)
 
-        def record_lost_event(
-            reason: str, data_category: Any = None, item: Any = None, *args: Any, **kwargs: Any
-        ) -> Any:
-            try:
-                category = getattr(item, "data_category", None) if item is not None else data_category
-                if category == "error" and reason not in bridge._DELIBERATE:
-                    bridge._count_lost(str(reason))
-            except Exception:  # noqa: BLE001 - counting must never break the transport
-                pass
-            return original(reason, data_category, item, *args, **kwargs)
-
-        transport.record_lost_event = record_lost_event  # type: ignore[method-assign]
+    def _count_sdk_lost(self, reason: str, category: Any) -> None:
+        if category == "error" and reason not in self._DELIBERATE:
+            self._count_lost(reason)
 
     def close(self, timeout: float) -> None:
         sentry_sdk.get_client().close(timeout=timeout)

@@ -225,6 +225,8 @@ class ReceivedRequest:
     content_encoding: str = ""
     body_size: int = 0
     """Size of the body as sent on the wire (compressed size when compressed)."""
+    peer: str = ""
+    """The client's ``host:port`` (HTTP): which connection the request came over."""
 
 
 # --------------------------------------------------------------------------
@@ -1013,6 +1015,7 @@ class OtlpReceiver:
                 arrived_at=arrived_at,
                 mode=fault.mode,
                 content_type=content_type,
+                peer=f"{handler.client_address[0]}:{handler.client_address[1]}",
                 content_encoding=content_encoding,
                 body_size=len(body),
             )
