@@ -241,7 +241,7 @@ class LoggingIntegration(Integration):
     name = "logging"
     summary = "JSON (or console) logs for structlog and the standard library with trace ids; the request log line."
     options_type = LoggingOptions
-    library = ("structlog", ">=24.1,<27")
+    library = ("structlog", ">=24.1,<26.2")
     replaces = frozenset({"logging"})
     follows_disabled_list = False
 
@@ -283,7 +283,7 @@ class LoggingIntegration(Integration):
 class SentryIntegration(Integration):
     name = "sentry"
     summary = "Errors to Sentry, linked to the trace; no Sentry tracing, no PII."
-    library = ("sentry-sdk", ">=2.45,<3")
+    library = ("sentry-sdk", ">=2.47,<2.77")
     module = "sentry_sdk"
     follows_disabled_list = False
 
