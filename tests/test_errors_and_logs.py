@@ -581,7 +581,7 @@ def test_direct_request_line_renders_duration_timestamp_and_ids_as_the_processor
     elapsed: float, clock: int, ids: tuple[int, int]
 ) -> None:
     """The direct path formats numbers its own (cheaper) way; the text must be what structlog writes."""
-    from otel_setup._integrations.logging import FastJsonLine, StdoutHandler
+    from otel_setup._integrations.log_lines import FastJsonLine, StdoutHandler
 
     stream = io.StringIO()
     line = FastJsonLine(StdoutHandler(stream), {"service.name": "100% svc"})

@@ -37,7 +37,7 @@ from otel_setup._hotpath.keep import HELD, KEPT, BufferingRoot, Keeper, release
 from otel_setup._hotpath.metrics import FastHistogram, InFlight, LocalMetrics, SdkHistogram, SdkInFlight, SdkSeries
 from otel_setup._hotpath.sampling import RootSpans
 from otel_setup._hotpath.spans import record_error
-from otel_setup._integrations.logging import EXCEPTION_SPAN
+from otel_setup._integrations.log_processors import EXCEPTION_SPAN
 from otel_setup._security.redaction import redact_query
 from otel_setup.version import __version__
 

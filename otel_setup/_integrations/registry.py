@@ -249,7 +249,8 @@ class LoggingIntegration(Integration):
         self._detach: Callable[[], None] | None = None
 
     def instrument(self, context: InstrumentContext) -> IntegrationStatus:
-        from otel_setup._integrations.logging import RequestLog, configure_logging
+        from otel_setup._integrations.log_lines import RequestLog
+        from otel_setup._integrations.logging import configure_logging
 
         settings = context.settings
         attributes = context.providers.resource.attributes
