@@ -31,6 +31,7 @@ from starlette.routing import Mount
 
 __all__ = [
     "MOUNT_TEMPLATE",
+    "NATIVE_TELEMETRY_OFF",
     "choose_stable_semconv",
     "claim_instrumented",
     "composite_members",
@@ -146,10 +147,15 @@ def enable_processor_metrics(processor: Any, meter_provider: Any, signal: str) -
     if _public_only:
         return False
     try:
-        from opentelemetry.sdk._shared_internal._processor_metrics import create_processor_metrics
+        from opentelemetry.sdk._shared_internal._processor_metrics import (
+            NoOpProcessorMetrics,
+            create_processor_metrics,
+        )
         from opentelemetry.semconv._incubating.attributes.otel_attributes import OtelComponentTypeValues
 
         inner = processor._batch_processor
+        if not isinstance(inner._metrics, NoOpProcessorMetrics):
+            return True  # the variable is set: the SDK counts already, a second set would double every series
         component = (
             OtelComponentTypeValues.BATCHING_SPAN_PROCESSOR
             if signal == "traces"
@@ -212,25 +218,24 @@ _SEMCONV_OPT_IN: Final = "OTEL_SEMCONV_STABILITY_OPT_IN"
 
 
 def claim_instrumented(instrumentor: Any, claimed: bool) -> None:
-    """Make a contrib instrumentor's ``instrument()`` a no-op while the package instruments its library.
+    """Contrib's ``instrument()`` and ``uninstrument()`` as no-ops while the package instruments the library.
 
     Called by habit after ``configure()``, contrib's httpx instrumentor would
-    add a second client span to every call. Its instrumented flag is set, so it
-    reports "already instrumented" (and ``is_instrumented_by_opentelemetry``
-    tells the truth). Publicly, the singleton's public ``instrument`` is
-    shadowed by a no-op on the instance (the flag then stays False).
+    add a second client span to every call, and its ``uninstrument()`` would
+    unwrap the package's own wrappers. The singleton's public methods are
+    shadowed on the instance (the same in both modes; its instrumented flag
+    stays False, which is true of contrib itself).
     """
-    if not _public_only:
-        instrumentor._is_instrumented_by_opentelemetry = claimed
-        return
     if claimed:
-        instrumentor.instrument = _already_instrumented
+        instrumentor.instrument = _skipped
+        instrumentor.uninstrument = _skipped
     else:
         instrumentor.__dict__.pop("instrument", None)
+        instrumentor.__dict__.pop("uninstrument", None)
 
 
-def _already_instrumented(**_options: Any) -> None:
-    _log.debug("otel_setup: the package instruments this library; contrib's instrument() is skipped")
+def _skipped(**_options: Any) -> None:
+    _log.debug("otel_setup: the package instruments this library; contrib's (un)instrument() is skipped")
 
 
 # --- sentry_sdk ------------------------------------------------------------------------------------
@@ -393,8 +398,12 @@ def disable_native_telemetry(app: Any) -> bool:
     config = getattr(app, "_telemetry", None)
     if not isinstance(config, dict) or "tracing" not in config:
         return False
-    config.update(tracing=False, metrics=False, logs=False, operation_spans=False)
+    config.update(NATIVE_TELEMETRY_OFF)
     return True
+
+
+NATIVE_TELEMETRY_OFF: Final = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+"""FastAPI's ``telemetry=`` switches that leave a request to the package (its constructor's public option)."""
 
 
 # --- patches of public methods ---------------------------------------------------------------------
@@ -420,16 +429,21 @@ def wrap_middleware_stack(app: Any, wrap: Callable[[Callable[[], Any]], Any]) ->
     app.middleware_stack = None
 
 
-def patch_constructor(cls: type, after_init: Callable[[Any], None]) -> Callable[[], None]:
+def patch_constructor(
+    cls: type, after_init: Callable[[Any], None], keywords: Callable[[dict[str, Any]], None] | None = None
+) -> Callable[[], None]:
     """Call ``after_init(instance)`` after every ``cls(...)`` from now on; returns the undo.
 
-    The zero-code path runs before the application module is imported, so
+    ``keywords``, when given, adjusts each call's keyword arguments first. The
+    zero-code path runs before the application module is imported, so
     patching the class reaches instances however the class was imported.
     """
     own: Any = vars(cls).get("__init__")  # the class's own, not an inherited one
     original: Any = own if own is not None else type.__getattribute__(cls, "__init__")
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if keywords is not None:
+            keywords(kwargs)
         original(self, *args, **kwargs)
         after_init(self)
 

@@ -598,18 +598,20 @@ def _pid_or_none(url: str) -> int | None:
     return int(value)
 
 
-def test_fork_after_configure_gives_the_child_its_own_identity(otlp_receiver: OtlpReceiver) -> None:
+def test_fork_after_configure_gives_the_child_its_own_identity(otlp_receiver: OtlpReceiver, tmp_path: Path) -> None:
     """os.fork() after configure(): the child exports its own spans under its own instance id."""
     telemetry = otel_setup.configure(otlp_endpoint=otlp_receiver.endpoint, sampling_ratio=1.0)
     tracer = telemetry.tracer_provider.get_tracer("test")
     for index in range(5):
         tracer.start_span(f"parent {index}").end()
+    seen_by_child = tmp_path / "child-instance-id"
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the child
         code = 1
         try:
             for index in range(10):
                 tracer.start_span(f"child {index}").end()
+            seen_by_child.write_text(str(telemetry.resource.attributes["service.instance.id"]))
             code = 0 if telemetry.force_flush(timeout=3.0) else 2
         finally:
             os._exit(code)
@@ -624,6 +626,7 @@ def test_fork_after_configure_gives_the_child_its_own_identity(otlp_receiver: Ot
     forked = {s.resource["service.instance.id"] for s in spans if s.name.startswith("child")}
     assert len(parent) == 1 and len(forked) == 1 and parent != forked
     assert {s.resource["process.pid"] for s in spans if s.name.startswith("child")} == {child}
+    assert forked == {seen_by_child.read_text()}, "the package's view of the child differs from its spans'"
 
 
 def test_a_forked_child_never_writes_to_the_parents_connection(otlp_receiver: OtlpReceiver) -> None:
@@ -696,3 +699,41 @@ def test_an_unknown_credential_provider_stops_startup(tmp_path: Path, monkeypatc
     message = str(raised.value)
     assert "OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER" in message and "'prob'" in message
     assert "opentelemetry_otlp_credential_provider entry point (one of probe)" in message
+
+
+def test_a_per_signal_credential_provider_applies_to_its_signal_only(
+    otlp_receiver: OtlpReceiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _install_credential_provider(tmp_path, monkeypatch)
+    monkeypatch.setenv("OTEL_PYTHON_EXPORTER_OTLP_HTTP_TRACES_CREDENTIAL_PROVIDER", "probe")
+    telemetry = otel_setup.configure(otlp_endpoint=otlp_receiver.endpoint, sampling_ratio=1.0, metrics_exporter="otlp")
+    telemetry.tracer_provider.get_tracer("test").start_span("traced").end()
+    assert telemetry.force_flush(timeout=3.0)
+    credentials = {(r.signal, r.headers.get("x-credential")) for r in otlp_receiver.requests()}
+    assert credentials == {("traces", "from-provider"), ("metrics", None)}
+
+
+@pytest.mark.parametrize("sdk_switch", ["unset", "true"])
+def test_the_span_queue_is_reported_once(
+    otlp_receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch, sdk_switch: str
+) -> None:
+    """Queue metrics on by default; with the SDK's own switch on too, still one set of series."""
+    if sdk_switch == "true":
+        monkeypatch.setenv("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
+    telemetry = otel_setup.configure(otlp_endpoint=otlp_receiver.endpoint, sampling_ratio=1.0)
+    registry: Any = telemetry.prometheus_registry
+    samples = [
+        (sample.name, dict(sample.labels))
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name.startswith("otel_sdk_processor_span_queue_")
+    ]
+    from otel_setup import _compat
+
+    if _compat.public_api_only() and sdk_switch == "unset":
+        assert samples == [], "publicly, the SDK's switch alone turns them on"
+        return
+    names = sorted(name for name, _ in samples)
+    assert names == ["otel_sdk_processor_span_queue_capacity", "otel_sdk_processor_span_queue_size"]
+    assert {labels["otel_component_type"] for _, labels in samples} == {"batching_span_processor"}
+    assert len({labels["otel_component_name"] for _, labels in samples}) == 1

@@ -253,3 +253,37 @@ def test_a_mounted_app_instrumented_at_construction_adds_no_second_span() -> Non
     assert drive(app, (Expect("mounted", "GET", "/sub/ping/1", "", 200, "/sub/ping/{n}"),)) == [200]
     server = [s for s in span_records(exporter) if s["kind"] == "SERVER"]
     assert [(s["name"], s["scope"]) for s in server] == [("GET /sub/ping/{n}", OURS)]
+
+
+def test_under_zero_code_fastapi_is_built_with_its_own_telemetry_off() -> None:
+    """The constructor patch passes FastAPI's public ``telemetry=`` option (0.142+), over what the app passed."""
+    import inspect
+
+    import fastapi
+
+    from otel_setup._compat import NATIVE_TELEMETRY_OFF
+    from otel_setup._integrations.fastapi import patch_constructor, unpatch_constructor
+
+    native = "telemetry" in inspect.signature(fastapi.FastAPI.__init__).parameters
+    seen: list[Any] = []
+    assert patch_constructor(seen.append)
+    try:
+        plain = fastapi.FastAPI(title="plain")
+        options: Any = {"exclude": _never_excluded, "tracing": True}
+        custom = fastapi.FastAPI(telemetry=options) if native else None
+    finally:
+        unpatch_constructor()
+    after = fastapi.FastAPI()
+    assert seen == ([plain, custom] if native else [plain]) and plain.title == "plain"
+    if not native:
+        assert not hasattr(plain, "_telemetry")
+        return
+    # Read before anything of the package's flipped a switch: the constructor itself was told.
+    assert {key: plain._telemetry[key] for key in NATIVE_TELEMETRY_OFF} == NATIVE_TELEMETRY_OFF  # type: ignore[literal-required,unused-ignore]
+    assert custom is not None and custom._telemetry["exclude"] is _never_excluded
+    assert {key: custom._telemetry[key] for key in NATIVE_TELEMETRY_OFF} == NATIVE_TELEMETRY_OFF  # type: ignore[literal-required,unused-ignore]
+    assert after._telemetry["tracing"] is True, "the class is restored"
+
+
+def _never_excluded(scope: Any) -> bool:
+    return False

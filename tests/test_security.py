@@ -646,6 +646,12 @@ def test_trace_context_never_follows_a_redirect_or_a_second_instrumentation_to_a
         assert seen[0][0] == "127.0.0.1/hop" and seen[0][1]
         assert seen[1] == ("localhost/landed", None), "the redirect carried the first hop's traceparent"
         assert [s.name for s in exporter.get_finished_spans() if s.kind.name == "CLIENT"] == ["GET", "GET"]
+        contrib.uninstrument()  # by habit too: the package's client spans stay
+        with tracer.start_as_current_span("request"), httpx.Client() as client:
+            client.get(f"http://127.0.0.1:{port}/again")
+        assert seen[-1][0] == "127.0.0.1/again" and seen[-1][1]
+        client_spans = [s for s in exporter.get_finished_spans() if s.kind.name == "CLIENT"]
+        assert len(client_spans) == 3 and client_spans[-1].instrumentation_scope.name.startswith("otel_setup")
         reset()
         assert not contrib.is_instrumented_by_opentelemetry
 

@@ -105,6 +105,9 @@ class ConfigureOptions(TypedDict, total=False):
     otlp_headers: Mapping[str, str]
     otlp_timeout: float
     otlp_credential_provider: str
+    otlp_traces_credential_provider: str
+    otlp_metrics_credential_provider: str
+    otlp_logs_credential_provider: str
     sampler: Sampler
     sampling_ratio: float
     metric_export_interval: int

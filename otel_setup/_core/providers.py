@@ -18,7 +18,6 @@ import logging
 import os
 import re
 import threading
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -31,7 +30,7 @@ from opentelemetry.sdk.metrics.export import (
     PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.metrics.view import View
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.resources import Resource, ServiceInstanceIdResourceDetector
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import (
@@ -313,17 +312,20 @@ def build_resource(settings: Settings, *, default_name: str | None, default_vers
     elif legacy_environment and "deployment.environment.name" not in attributes:
         attributes["deployment.environment.name"] = legacy_environment
     # Unique per process: N workers of one service must stay N series.
-    attributes.setdefault("service.instance.id", str(uuid.uuid4()))
+    attributes.setdefault("service.instance.id", ServiceInstanceIdResourceDetector().detect().attributes[_INSTANCE_ID])
     attributes["process.pid"] = os.getpid()
     return ProcessResource(attributes)
+
+
+_INSTANCE_ID: Final = "service.instance.id"
 
 
 class ProcessResource(Resource):
     """A resource whose ``service.instance.id`` and ``process.pid`` follow ``fork()``.
 
-    Every provider, reader and span holds this one object, and exporters read
-    its public ``attributes`` on every export, so a forked worker that swaps
-    the mapping here reports as itself from its first span on.
+    The package's readers, doctor and ``Telemetry.resource`` hold this object;
+    the SDK's providers merge the child's instance id into their own copy
+    after a fork, from the attributes this one already shows.
     """
 
     def __init__(self, attributes: dict[str, Any], schema_url: str | None = None) -> None:
@@ -338,7 +340,9 @@ class ProcessResource(Resource):
     def become_this_process(self) -> None:
         """In a forked child: a fresh instance id and this process's pid."""
         attributes = dict(self.attributes)
-        attributes["service.instance.id"] = str(uuid.uuid4())
+        # The SDK's detector keeps one id per process, and each provider merges that one into its
+        # own copy of this resource in the child: the package's view and the providers' agree.
+        attributes.update(ServiceInstanceIdResourceDetector().detect().attributes)
         attributes["process.pid"] = os.getpid()
         self._current = Resource(attributes, self.schema_url)
 
@@ -413,18 +417,18 @@ def _otlp_exporter(settings: Settings, signal: str, sessions: list[Any] | None =
     elif sessions is not None:
         # A session the package holds, so a forked worker can close its inherited
         # keep-alive sockets through requests' public API.
-        session = _http_session(settings)
+        session = _http_session(settings, signal)
         sessions.append(session)
         options["session"] = session
     wire = "grpc" if protocol == "grpc" else "http"
     return exporter_class(**options), f"otlp_{wire}_{kind}_exporter"
 
 
-def _http_session(settings: Settings) -> Any:
-    """A new ``requests.Session``, or the one the configured credential provider makes."""
+def _http_session(settings: Settings, signal: str) -> Any:
+    """A new ``requests.Session``, or the one the signal's credential provider makes."""
     import requests
 
-    name = settings.otlp_credential_provider
+    name = settings.signal_credential_provider(signal)
     if name is None:
         return requests.Session()
     from importlib.metadata import entry_points
@@ -435,7 +439,7 @@ def _http_session(settings: Settings) -> Any:
     session = point.load()()
     if not isinstance(session, requests.Session):
         raise OtelSetupConfigError(
-            "OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER", name, "an entry point returning a requests.Session"
+            f"the {CREDENTIAL_PROVIDERS} entry point {name!r}", type(session).__name__, "a requests.Session"
         )
     return session
 

@@ -186,17 +186,30 @@ class Settings:
         "Seconds one export may take, retries included (the SDK's own default is 10).",
     )
     otlp_credential_provider: str | None = setting(
-        (
-            "OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER",
-            "OTEL_PYTHON_EXPORTER_OTLP_HTTP_TRACES_CREDENTIAL_PROVIDER",
-            "OTEL_PYTHON_EXPORTER_OTLP_HTTP_METRICS_CREDENTIAL_PROVIDER",
-            "OTEL_PYTHON_EXPORTER_OTLP_HTTP_LOGS_CREDENTIAL_PROVIDER",
-        ),
+        ("OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER",),
         parse.credential_provider,
         None,
-        "The name of an `opentelemetry_otlp_credential_provider` entry point whose `requests.Session` every "
-        "HTTP exporter uses (the first variable set applies to all three signals); unset, the package's own "
-        "session. Either way a forked worker closes its inherited keep-alive sockets.",
+        "The name of an `opentelemetry_otlp_credential_provider` entry point whose `requests.Session` the "
+        "HTTP exporters use; unset, the package's own session. Either way a forked worker closes its "
+        "inherited keep-alive sockets.",
+    )
+    otlp_traces_credential_provider: str | None = setting(
+        ("OTEL_PYTHON_EXPORTER_OTLP_HTTP_TRACES_CREDENTIAL_PROVIDER",),
+        parse.credential_provider,
+        None,
+        "Per-signal credential provider, when the one for all signals is unset (as the SDK resolves them).",
+    )
+    otlp_metrics_credential_provider: str | None = setting(
+        ("OTEL_PYTHON_EXPORTER_OTLP_HTTP_METRICS_CREDENTIAL_PROVIDER",),
+        parse.credential_provider,
+        None,
+        "Per-signal credential provider.",
+    )
+    otlp_logs_credential_provider: str | None = setting(
+        ("OTEL_PYTHON_EXPORTER_OTLP_HTTP_LOGS_CREDENTIAL_PROVIDER",),
+        parse.credential_provider,
+        None,
+        "Per-signal credential provider.",
     )
     sampler: str = setting(
         ("OTEL_TRACES_SAMPLER",),
@@ -492,6 +505,15 @@ class Settings:
         if self.signal_protocol(signal) == "grpc":
             return base
         return base.rstrip("/") + f"/v1/{signal}"
+
+    def signal_credential_provider(self, signal: str) -> str | None:
+        """The credential provider for one signal's HTTP exporter: the general one first, as the SDK reads them."""
+        specific = {
+            "traces": self.otlp_traces_credential_provider,
+            "metrics": self.otlp_metrics_credential_provider,
+            "logs": self.otlp_logs_credential_provider,
+        }[signal]
+        return self.otlp_credential_provider or specific
 
     def signal_protocol(self, signal: str) -> str:
         specific = {

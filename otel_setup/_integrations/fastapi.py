@@ -16,6 +16,7 @@ so that exactly one instrumentation runs.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import ipaddress
 import logging
 import re
@@ -29,7 +30,13 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from otel_setup._compat import MOUNT_TEMPLATE, disable_native_telemetry, full_route_template, wrap_middleware_stack
+from otel_setup._compat import (
+    MOUNT_TEMPLATE,
+    NATIVE_TELEMETRY_OFF,
+    disable_native_telemetry,
+    full_route_template,
+    wrap_middleware_stack,
+)
 from otel_setup._compat import patch_constructor as compat_patch_constructor
 from otel_setup._core.catalog import buckets
 from otel_setup._hotpath.context import SpanActivation
@@ -773,7 +780,14 @@ def patch_constructor(on_new_app: Callable[[Any], None]) -> bool:
         except Exception:  # noqa: BLE001 - an app must construct even if telemetry cannot attach
             _log.warning("otel_setup: could not instrument a FastAPI app", exc_info=True)
 
-    _undo_constructor = compat_patch_constructor(fastapi.FastAPI, after_init)
+    keywords = None
+    if "telemetry" in inspect.signature(fastapi.FastAPI.__init__).parameters:
+
+        def keywords(options: dict[str, Any]) -> None:
+            """FastAPI's own telemetry off through its public option (0.142+), over whatever the app passed."""
+            options["telemetry"] = {**(options.get("telemetry") or {}), **NATIVE_TELEMETRY_OFF}
+
+    _undo_constructor = compat_patch_constructor(fastapi.FastAPI, after_init, keywords)
     return True
 
 
