@@ -126,6 +126,57 @@ def test_private_reaches_live_behind_the_seam() -> None:
     assert not stale, f"allowed reaches that no longer exist (remove them from the list): {stale}"
 
 
+SUBCLASS_HOOKS: dict[str, str] = {
+    "_receive_metrics": "MetricReader's abstract method: what every metric reader implements",
+}
+
+
+def _inherited_private_reads(path: Path) -> Iterator[tuple[str, str]]:
+    """``self._name`` read in a subclass of a third-party class, where no class of the module sets ``_name``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    imported = {
+        alias.asname or alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in THIRD_PARTY
+        for alias in node.names
+    }
+    classes = [node for node in ast.walk(tree) if isinstance(node, ast.ClassDef)]
+    own: set[str] = set()
+    for cls in classes:
+        for node in ast.walk(cls):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                own.add(node.name)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                own.add(node.attr)
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                own.add(node.target.id)
+    for cls in classes:
+        if not any(ast.unparse(base).split(".")[0] in imported for base in cls.bases):
+            continue
+        for node in ast.walk(cls):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in ("self", "cls")
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+                and node.attr not in own
+            ):
+                yield cls.name, node.attr
+
+
+def test_subclasses_read_only_their_own_private_state() -> None:
+    """The scanner trusts ``self``: a subclass of an SDK class must not read the SDK's private state through it."""
+    found = {
+        f"otel_setup/{path.relative_to(PACKAGE).as_posix()}: {cls}.{attribute}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.name != "_compat.py"
+        for cls, attribute in _inherited_private_reads(path)
+        if attribute not in SUBCLASS_HOOKS
+    }
+    assert not found, "inherited private state read outside otel_setup._compat:\n" + "\n".join(sorted(found))
+
+
 def test_the_scanner_finds_what_it_must() -> None:
     source = (
         "from opentelemetry.util._once import Once\n"
