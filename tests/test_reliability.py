@@ -737,3 +737,39 @@ def test_the_span_queue_is_reported_once(
     assert names == ["otel_sdk_processor_span_queue_capacity", "otel_sdk_processor_span_queue_size"]
     assert {labels["otel_component_type"] for _, labels in samples} == {"batching_span_processor"}
     assert len({labels["otel_component_name"] for _, labels in samples}) == 1
+
+
+def test_a_fork_during_a_metric_collection_leaves_the_child_able_to_collect() -> None:
+    """The merging readers serialize collections with a lock; a fork while it was held must not inherit it held."""
+    import signal
+
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
+    from opentelemetry.sdk.resources import Resource
+
+    from otel_setup._core.providers import _PeriodicReader
+    from otel_setup._hotpath.metrics import LocalMetrics
+
+    class Exported(MetricExporter):
+        def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+            return MetricExportResult.SUCCESS
+
+        def force_flush(self, timeout_millis: float = 10_000) -> bool:
+            return True
+
+        def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+            return None
+
+    reader = _PeriodicReader(LocalMetrics(), Resource({"service.name": "t"}), Exported(), export_interval_millis=60_000)
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    provider.get_meter("t").create_counter("c").add(1)
+    reader._collecting.acquire()  # as if the periodic thread were collecting when the process forked
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        signal.alarm(5)  # a lock inherited held would block here forever
+        reader.collect()
+        os._exit(0)
+    reader._collecting.release()
+    _, status = os.waitpid(child, 0)
+    provider.shutdown()
+    assert os.waitstatus_to_exitcode(status) == 0, "the child's collection blocked on the parent's lock"

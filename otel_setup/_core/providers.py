@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -84,6 +85,16 @@ class _MergingReader(MetricReader):
         self._redactor = redactor
         self._collecting = threading.Lock()
         self._merged = False
+        if hasattr(os, "register_at_fork"):
+            # A fork while the periodic thread collected would leave the child's copy held forever.
+            reference = weakref.ref(self)
+
+            def renew_lock() -> None:
+                reader = reference()
+                if reader is not None:
+                    reader._collecting = threading.Lock()
+
+            os.register_at_fork(after_in_child=renew_lock)
 
     # ``collect`` is marked final for type checkers only.
     def collect(self, timeout_millis: float = 10_000) -> None:  # type: ignore[misc]
