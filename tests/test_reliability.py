@@ -717,11 +717,22 @@ def test_a_per_signal_credential_provider_applies_to_its_signal_only(
 def test_the_span_queue_is_reported_once(
     otlp_receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch, sdk_switch: str
 ) -> None:
-    """Queue metrics on by default; with the SDK's own switch on too, still one set of series."""
+    """Queue and exporter metrics on by default; with the SDK's own switch on too, still one set of series."""
     if sdk_switch == "true":
         monkeypatch.setenv("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
     telemetry = otel_setup.configure(otlp_endpoint=otlp_receiver.endpoint, sampling_ratio=1.0)
+    telemetry.tracer_provider.get_tracer("test").start_span("counted").end()
+    assert telemetry.force_flush(timeout=3.0)
     registry: Any = telemetry.prometheus_registry
+    exported = [
+        dict(sample.labels)
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name == "otel_sdk_exporter_span_exported_total"
+    ]
+    assert [(labels["otel_scope_name"], labels["otel_component_type"]) for labels in exported] == [
+        ("otel_setup.pipeline", "otlp_http_span_exporter")
+    ], "one count of exported spans, the package's"
     samples = [
         (sample.name, dict(sample.labels))
         for family in registry.collect()

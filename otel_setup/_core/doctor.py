@@ -31,8 +31,9 @@ from otel_setup._integrations.registry import INTEGRATIONS
 
 __all__ = ["SUPPORTED", "Report", "diagnose", "render_text"]
 
-# Installed-version ranges the package is tested with (tests/test_compat.py
-# runs the oldest ones, scripts/fastapi-matrix every claimed FastAPI), as each
+# Installed-version ranges the package is tested with (tests/test_compat.py and
+# scripts/lower-bounds run the oldest ones, scripts/fastapi-matrix every claimed
+# FastAPI), as each
 # integration of the registry declares it. Outside them an integration may
 # record nothing, or record it differently, without failing.
 SUPPORTED: dict[str, tuple[str, str]] = {i.name: i.library for i in INTEGRATIONS if i.library is not None}

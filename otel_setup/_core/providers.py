@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import ExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
@@ -422,6 +423,9 @@ def _otlp_exporter(settings: Settings, signal: str, sessions: list[Any] | None =
     endpoint = settings.signal_endpoint(signal) or _default_endpoint(settings, signal)
     options: dict[str, Any] = {"endpoint": endpoint, "headers": dict(settings.otlp_headers)}
     options["timeout"] = settings.otlp_timeout
+    # The counting wrappers are the one count of what was exported; with the SDK's internal-metrics
+    # variable set, the exporter's own would be a second series of the same names.
+    options["meter_provider"] = NoOpMeterProvider()
     options.update(extra)
     if protocol == "grpc":
         options["insecure"] = endpoint.startswith("http://")
