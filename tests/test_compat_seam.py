@@ -250,3 +250,35 @@ def test_public_mode_is_set_by_configure(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(otel_setup.OtelSetupConfigError) as raised:
         otel_setup.configure()
     assert "OTEL_SETUP_COMPAT" in str(raised.value) and "fast" in str(raised.value)
+
+
+_SEMCONV_PROBE = """
+import os, otel_setup
+otel_setup.configure(metrics_exporter="none", logging=False)
+from opentelemetry.instrumentation._semconv import (
+    _OpenTelemetrySemanticConventionStability as Stability,
+    _OpenTelemetryStabilitySignalType as Signal,
+)
+from opentelemetry.instrumentation.redis import RedisInstrumentor
+RedisInstrumentor().instrument()  # a contrib instrumentor initialises the switch (if nothing did)
+print(Stability._get_opentelemetry_stability_opt_in_mode(Signal.HTTP).name,
+      Stability._get_opentelemetry_stability_opt_in_mode(Signal.DATABASE).name,
+      os.environ.get("OTEL_SEMCONV_STABILITY_OPT_IN"))
+"""
+
+
+@pytest.mark.parametrize(
+    ("compat", "expected"), [("auto", "HTTP DATABASE None"), ("public", "HTTP DATABASE http,database")]
+)
+def test_contrib_emits_stable_conventions_in_either_mode(compat: str, expected: str) -> None:
+    """A fresh process each: contrib decides once, on its first instrumentor."""
+    import os
+    import subprocess
+    import sys
+
+    environment = {k: v for k, v in os.environ.items() if k != "OTEL_SEMCONV_STABILITY_OPT_IN"}
+    environment["OTEL_SETUP_COMPAT"] = compat
+    result = subprocess.run(
+        [sys.executable, "-c", _SEMCONV_PROBE], env=environment, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip().splitlines()[-1] == expected
