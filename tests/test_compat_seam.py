@@ -50,6 +50,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("_hotpath/keep.py", "span._attributes"): OWN + " (BufferedSpan)",
     ("_hotpath/users.py", "users._after_fork"): OWN + " (ActiveUsers)",
     ("_core/providers.py", "reader._collecting"): OWN + " (a merging metric reader)",
+    ("_core/providers.py", "reader._held_for_fork"): OWN + " (a merging metric reader)",
     ("_integrations/httpx.py", "call._method"): OWN + " (a client call's state)",
     ("_integrations/httpx.py", "call._url"): OWN + " (a client call's state)",
     ("_integrations/httpx.py", "call._root"): OWN + " (a client call's state)",

@@ -750,9 +750,10 @@ def test_the_span_queue_is_reported_once(
     assert len({labels["otel_component_name"] for _, labels in samples}) == 1
 
 
-def test_a_fork_during_a_metric_collection_leaves_the_child_able_to_collect() -> None:
-    """The merging readers serialize collections with a lock; a fork while it was held must not inherit it held."""
+def test_a_fork_during_a_metric_export_leaves_the_child_able_to_collect() -> None:
+    """A fork while the periodic thread exports waits for the export: the child inherits no SDK lock held."""
     import signal
+    import threading
 
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
@@ -761,8 +762,12 @@ def test_a_fork_during_a_metric_collection_leaves_the_child_able_to_collect() ->
     from otel_setup._core.providers import _PeriodicReader
     from otel_setup._hotpath.metrics import LocalMetrics
 
-    class Exported(MetricExporter):
+    exporting = threading.Event()
+
+    class SlowExporter(MetricExporter):
         def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+            exporting.set()
+            time.sleep(0.5)  # a collector answering slowly
             return MetricExportResult.SUCCESS
 
         def force_flush(self, timeout_millis: float = 10_000) -> bool:
@@ -771,16 +776,23 @@ def test_a_fork_during_a_metric_collection_leaves_the_child_able_to_collect() ->
         def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
             return None
 
-    reader = _PeriodicReader(LocalMetrics(), Resource({"service.name": "t"}), Exported(), export_interval_millis=60_000)
+    reader = _PeriodicReader(
+        LocalMetrics(), Resource({"service.name": "t"}), SlowExporter(), export_interval_millis=60_000
+    )
     provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
     provider.get_meter("t").create_counter("c").add(1)
-    reader._collecting.acquire()  # as if the periodic thread were collecting when the process forked
-    child = os.fork()
+    collector = threading.Thread(target=reader.collect)
+    collector.start()
+    assert exporting.wait(5)
+    started = time.monotonic()
+    child = os.fork()  # the SDK's export lock is held by the collecting thread right now
     if child == 0:  # pragma: no cover - runs in the child
-        signal.alarm(5)  # a lock inherited held would block here forever
+        signal.alarm(5)  # an inherited held lock would block here until the alarm kills the child
         reader.collect()
         os._exit(0)
-    reader._collecting.release()
+    waited = time.monotonic() - started
+    collector.join()
     _, status = os.waitpid(child, 0)
     provider.shutdown()
-    assert os.waitstatus_to_exitcode(status) == 0, "the child's collection blocked on the parent's lock"
+    assert os.waitstatus_to_exitcode(status) == 0, "the child's collection blocked on a lock held at fork"
+    assert waited > 0.2, "the fork did not wait for the export in progress"

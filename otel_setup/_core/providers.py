@@ -80,22 +80,44 @@ class _MergingReader(MetricReader):
     _redactor: Redactor
     _delta: bool = False
 
-    def _start_merging(self, local: LocalMetrics, resource: Resource, redactor: Redactor) -> None:
+    def _start_merging(self, local: LocalMetrics, resource: Resource, redactor: Redactor, fork_wait: float) -> None:
         self._local = local
         self._resource = resource
         self._redactor = redactor
-        self._collecting = threading.Lock()
+        self._collecting = threading.RLock()
+        self._held_for_fork = False
         self._merged = False
         if hasattr(os, "register_at_fork"):
-            # A fork while the periodic thread collected would leave the child's copy held forever.
-            reference = weakref.ref(self)
+            self._hold_across_fork(fork_wait)
 
-            def renew_lock() -> None:
-                reader = reference()
-                if reader is not None:
-                    reader._collecting = threading.Lock()
+    def _hold_across_fork(self, wait: float) -> None:
+        """No fork in the middle of a collection.
 
-            os.register_at_fork(after_in_child=renew_lock)
+        The child would inherit the SDK's export and storage locks held, and
+        its metrics would block forever. A fork waits for a collection in
+        progress (at most ``wait`` seconds, then goes ahead as it would
+        without this reader).
+        """
+        reference = weakref.ref(self)
+
+        def before() -> None:
+            reader = reference()
+            if reader is not None:
+                reader._held_for_fork = reader._collecting.acquire(timeout=wait)
+
+        def after_in_parent() -> None:
+            reader = reference()
+            if reader is not None and reader._held_for_fork:
+                reader._held_for_fork = False
+                reader._collecting.release()
+
+        def after_in_child() -> None:
+            reader = reference()
+            if reader is not None:
+                reader._held_for_fork = False
+                reader._collecting = threading.RLock()
+
+        os.register_at_fork(before=before, after_in_parent=after_in_parent, after_in_child=after_in_child)
 
     # ``collect`` is marked final for type checkers only.
     def collect(self, timeout_millis: float = 10_000) -> None:  # type: ignore[misc]
@@ -131,7 +153,7 @@ class _PeriodicReader(_MergingReader, PeriodicExportingMetricReader):
     ) -> None:
         """``delta``: the exporter prefers DELTA for histograms, and so for counters (every preset pairs them)."""
         super().__init__(exporter, **options)
-        self._start_merging(local, resource, redactor)
+        self._start_merging(local, resource, redactor, options.get("export_timeout_millis", 30_000) / 1000 + 1)
         self._delta = delta
         if delta:
             local.enable_delta()
@@ -163,7 +185,7 @@ def _prometheus_reader_class() -> Any:
         ) -> None:
             translated = CollectorRegistry(auto_describe=False)
             super().__init__(registry=translated, **options)
-            self._start_merging(local, resource, redactor)
+            self._start_merging(local, resource, redactor, fork_wait=5.0)
             self._exemplars: dict[str, dict[frozenset[tuple[str, str]], list[Any]]] = {}
             registry.register(_ExemplarCollector(translated, lambda: self._exemplars))
 
