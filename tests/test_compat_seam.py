@@ -283,3 +283,21 @@ def test_contrib_emits_stable_conventions_in_either_mode(compat: str, expected: 
         [sys.executable, "-c", _SEMCONV_PROBE], env=environment, capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip().splitlines()[-1] == expected
+
+
+def test_a_rate_limited_sentry_transport_is_told_apart_only_through_the_fast_path(mode: bool) -> None:
+    """The reason a skipped error event is counted under: ``rate_limited`` when it can be known."""
+    import datetime as dt
+
+    import sentry_sdk
+
+    client = sentry_sdk.Client(dsn="http://public@127.0.0.1:9/1")
+    transport: Any = client.transport
+    try:
+        assert transport.is_healthy() and _compat.sentry_rate_limited(transport) is (None if mode else False)
+        # What a 429 with Retry-After leaves behind (sentry-sdk's own bookkeeping, set as it would be).
+        transport._disabled_until[None] = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+        assert not transport.is_healthy()
+        assert _compat.sentry_rate_limited(transport) is (None if mode else True)
+    finally:
+        client.close(timeout=0)
