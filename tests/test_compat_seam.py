@@ -291,7 +291,11 @@ def test_a_rate_limited_sentry_transport_is_told_apart_only_through_the_fast_pat
 
     import sentry_sdk
 
-    client = sentry_sdk.Client(dsn="http://public@127.0.0.1:9/1")
+    # No integration: sentry-sdk installs them process-wide and for good (SQLAlchemy's would add
+    # class-level engine events under every later test).
+    client = sentry_sdk.Client(
+        dsn="http://public@127.0.0.1:9/1", default_integrations=False, auto_enabling_integrations=False
+    )
     transport: Any = client.transport
     try:
         assert transport.is_healthy() and _compat.sentry_rate_limited(transport) is (None if mode else False)
