@@ -1,4 +1,4 @@
-"""The one place that reads other libraries' private state, each read with a public fallback.
+"""The one place that reads other libraries' private state (each read with a public fallback) or patches their objects.
 
 FastAPI's native telemetry (0.142+) is configured only through the
 constructor and kept on the app as a private dict read on every request:
@@ -217,27 +217,6 @@ def choose_stable_semconv() -> bool | None:
 _SEMCONV_OPT_IN: Final = "OTEL_SEMCONV_STABILITY_OPT_IN"
 
 
-def claim_instrumented(instrumentor: Any, claimed: bool) -> None:
-    """Contrib's ``instrument()`` and ``uninstrument()`` as no-ops while the package instruments the library.
-
-    Called by habit after ``configure()``, contrib's httpx instrumentor would
-    add a second client span to every call, and its ``uninstrument()`` would
-    unwrap the package's own wrappers. The singleton's public methods are
-    shadowed on the instance (the same in both modes; its instrumented flag
-    stays False, which is true of contrib itself).
-    """
-    if claimed:
-        instrumentor.instrument = _skipped
-        instrumentor.uninstrument = _skipped
-    else:
-        instrumentor.__dict__.pop("instrument", None)
-        instrumentor.__dict__.pop("uninstrument", None)
-
-
-def _skipped(**_options: Any) -> None:
-    _log.debug("otel_setup: the package instruments this library; contrib's (un)instrument() is skipped")
-
-
 # --- sentry_sdk ------------------------------------------------------------------------------------
 
 
@@ -250,26 +229,6 @@ def sentry_rate_limited(transport: Any) -> bool | None:
         return None
     limited = getattr(transport, "_is_rate_limited", None)
     return bool(limited()) if callable(limited) else None
-
-
-def on_sentry_lost_events(transport: Any, count: Callable[[str, Any], None]) -> bool:
-    """Call ``count(reason, data_category)`` for every event the Sentry SDK records as lost.
-
-    The SDK has no hook for them; the transport's public ``record_lost_event``
-    (the method its client reports go through, with its documented signature)
-    is wrapped on the instance. The same in both modes: no private name is read.
-    """
-    original = getattr(transport, "record_lost_event", None)
-    if transport is None or not callable(original):
-        return False
-
-    def record_lost_event(reason: str, data_category: Any = None, item: Any = None, *args: Any, **kwargs: Any) -> Any:
-        with contextlib.suppress(Exception):  # counting must never break the transport
-            count(str(reason), getattr(item, "data_category", None) if item is not None else data_category)
-        return original(reason, data_category, item, *args, **kwargs)
-
-    transport.record_lost_event = record_lost_event
-    return True
 
 
 # --- structlog -------------------------------------------------------------------------------------
@@ -456,3 +415,44 @@ def patch_constructor(
             type.__setattr__(cls, "__init__", own)
 
     return undo
+
+
+def claim_instrumented(instrumentor: Any, claimed: bool) -> None:
+    """Contrib's ``instrument()`` and ``uninstrument()`` as no-ops while the package instruments the library.
+
+    Called by habit after ``configure()``, contrib's httpx instrumentor would
+    add a second client span to every call, and its ``uninstrument()`` would
+    unwrap the package's own wrappers. The singleton's public methods are
+    shadowed on the instance (the same in both modes; its instrumented flag
+    stays False, which is true of contrib itself).
+    """
+    if claimed:
+        instrumentor.instrument = _skipped
+        instrumentor.uninstrument = _skipped
+    else:
+        instrumentor.__dict__.pop("instrument", None)
+        instrumentor.__dict__.pop("uninstrument", None)
+
+
+def _skipped(**_options: Any) -> None:
+    _log.debug("otel_setup: the package instruments this library; contrib's (un)instrument() is skipped")
+
+
+def on_sentry_lost_events(transport: Any, count: Callable[[str, Any], None]) -> bool:
+    """Call ``count(reason, data_category)`` for every event the Sentry SDK records as lost.
+
+    The SDK has no hook for them; the transport's public ``record_lost_event``
+    (the method its client reports go through, with its documented signature)
+    is wrapped on the instance. The same in both modes: no private name is read.
+    """
+    original = getattr(transport, "record_lost_event", None)
+    if transport is None or not callable(original):
+        return False
+
+    def record_lost_event(reason: str, data_category: Any = None, item: Any = None, *args: Any, **kwargs: Any) -> Any:
+        with contextlib.suppress(Exception):  # counting must never break the transport
+            count(str(reason), getattr(item, "data_category", None) if item is not None else data_category)
+        return original(reason, data_category, item, *args, **kwargs)
+
+    transport.record_lost_event = record_lost_event
+    return True

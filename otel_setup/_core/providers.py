@@ -596,13 +596,13 @@ def _build_meter_provider(
     local: LocalMetrics,
     counters: ExportCounters,
     sessions: list[Any],
+    metric_exporters: tuple[str, ...],
     metric_readers: Sequence[MetricReader],
     views: Sequence[View],
 ) -> tuple[MeterProvider, Any | None]:
     """The package's readers and the user's on one provider; the Prometheus registry, when there is one."""
     readers: list[MetricReader] = []
     registry: Any | None = None
-    metric_exporters = _metrics_exporter_names(settings)
     if "prometheus" in metric_exporters:
         from prometheus_client import CollectorRegistry
 
@@ -665,8 +665,9 @@ def build_providers(
     _refresh_in_forked_children(resource, sessions)
     # The meter provider comes first: the span and log processors report their
     # queues through it, and exporters count what they sent.
+    metric_exporters = _metrics_exporter_names(settings)
     meter_provider, registry = _build_meter_provider(
-        settings, resource, redactor, local, counters, sessions, metric_readers, views
+        settings, resource, redactor, local, counters, sessions, metric_exporters, metric_readers, views
     )
     counters.bind(meter_provider)
 
@@ -737,7 +738,7 @@ def build_providers(
             buffering=keeper is not None,
         ),
         keeper=keeper,
-        exporters={"traces": (traces,), "metrics": _metrics_exporter_names(settings) or ("none",), "logs": (logs,)},
+        exporters={"traces": (traces,), "metrics": metric_exporters or ("none",), "logs": (logs,)},
         counters=counters,
     )
 
