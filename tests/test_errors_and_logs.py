@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 import otel_setup
 from otel_setup import OtelSetupConfigError
+from tests.support.asgi import get_all
 from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.sentry_ingest import SentryIngest
 
@@ -70,15 +71,6 @@ def make_app() -> FastAPI:
     return app
 
 
-def call(app: FastAPI, paths: list[str], headers: dict[str, str] | None = None) -> list[httpx.Response]:
-    async def run() -> list[httpx.Response]:
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            return [await client.get(path, headers=headers) for path in paths]
-
-    return asyncio.run(run())
-
-
 def log_lines(text: str) -> list[dict[str, Any]]:
     lines = []
     for raw in text.splitlines():
@@ -118,7 +110,7 @@ def test_request_error_event_carries_the_otel_ids_and_no_secrets(
     app = make_app()
     telemetry = otel_setup.configure(app, otlp_endpoint=otlp_receiver.endpoint, sampling_ratio=1.0)
     assert telemetry.instrumentations["sentry"] == "active"
-    statuses = [r.status_code for r in call(app, ["/boom", "/missing", "/items/1", "/unavailable"])]
+    statuses = [r.status_code for r in get_all(app, ["/boom", "/missing", "/items/1", "/unavailable"])]
     assert statuses == [500, 404, 200, 503]
     telemetry.force_flush(5.0)
     assert otlp_receiver.wait_for(lambda r: len([s for s in r.spans() if s.kind == "SERVER"]) == 4)
@@ -203,10 +195,10 @@ def test_rate_limited_or_hung_sentry_costs_a_request_little(
     app = make_app()
     telemetry = otel_setup.configure(app)
     ingest.mode = "ratelimit"
-    call(app, ["/boom"])
+    get_all(app, ["/boom"])
     assert ingest.wait_for(lambda i: len(i.envelopes) == 1)
     started = time.perf_counter()
-    call(app, ["/boom"] * 20)
+    get_all(app, ["/boom"] * 20)
     per_request = (time.perf_counter() - started) / 20
     sentry_sdk.flush(timeout=5.0)
     assert len(ingest.envelopes) == 1, "no envelope is sent while Sentry says to back off"
@@ -226,7 +218,7 @@ def test_json_logs_share_one_shape_and_carry_the_trace_ids(
     monkeypatch.setenv("ENVIRONMENT", "prod")
     app = make_app()
     telemetry = otel_setup.configure(app, otlp_endpoint=otlp_receiver.endpoint, sampling_ratio=1.0)
-    call(app, ["/items/7?access_token=abc"])
+    get_all(app, ["/items/7?access_token=abc"])
     logging.getLogger("app.stdlib").warning("stdlib says %s", "hello")
     try:
         secret_local = GW2_KEY  # noqa: F841 - must not show up as a local
@@ -399,7 +391,7 @@ def test_a_forked_worker_flushes_its_own_request_lines() -> None:
 def test_slow_requests_are_warnings(capsys: pytest.CaptureFixture[str]) -> None:
     app = make_app()
     otel_setup.configure(app, slow_request_ms=50)
-    call(app, ["/items/1", "/slow"])
+    get_all(app, ["/items/1", "/slow"])
     lines = [line for line in log_lines(capsys.readouterr().out) if line.get("logger") == "otel_setup.request"]
     by_route = {line["http.route"]: line for line in lines}
     assert by_route["/items/{item_id}"]["level"] == "info" and by_route["/items/{item_id}"]["event"] == "request"
@@ -411,7 +403,7 @@ def test_slow_requests_are_warnings(capsys: pytest.CaptureFixture[str]) -> None:
 def test_request_log_can_be_switched_off_but_slow_requests_still_warn(capsys: pytest.CaptureFixture[str]) -> None:
     app = make_app()
     otel_setup.configure(app, request_log_level="off", slow_request_ms=50)
-    call(app, ["/items/1", "/slow"])
+    get_all(app, ["/items/1", "/slow"])
     lines = [line for line in log_lines(capsys.readouterr().out) if line.get("logger") == "otel_setup.request"]
     assert [line["http.route"] for line in lines] == ["/slow"]
 
@@ -423,7 +415,7 @@ def test_5xx_request_lines_are_errors_and_configurable(
 
     app = make_app()
     otel_setup.configure(app)
-    call(app, ["/items/1", "/boom", "/unavailable", "/missing"])
+    get_all(app, ["/items/1", "/boom", "/unavailable", "/missing"])
     lines = [line for line in log_lines(capsys.readouterr().out) if line.get("logger") == "otel_setup.request"]
     levels = {line["http.route"]: line["level"] for line in lines}
     assert levels == {"/items/{item_id}": "info", "/boom": "error", "/unavailable": "error", "/missing": "info"}
@@ -431,7 +423,7 @@ def test_5xx_request_lines_are_errors_and_configurable(
     monkeypatch.setenv("OTEL_SETUP_REQUEST_LOG_ERROR_LEVEL", "warning")
     app = make_app()
     otel_setup.configure(app)
-    call(app, ["/boom"])
+    get_all(app, ["/boom"])
     (line,) = [line for line in log_lines(capsys.readouterr().out) if line.get("logger") == "otel_setup.request"]
     assert line["level"] == "warning"
 
@@ -472,7 +464,7 @@ def _server_records(capsys: pytest.CaptureFixture[str]) -> None:
 def test_console_format(capsys: pytest.CaptureFixture[str]) -> None:
     app = make_app()
     otel_setup.configure(app, log_format="console")
-    call(app, ["/items/3"])
+    get_all(app, ["/items/3"])
     out = capsys.readouterr().out
     assert "request" in out and "/items/{item_id}" in out and not out.lstrip().startswith("{")
 
@@ -483,7 +475,7 @@ def test_console_format(capsys: pytest.CaptureFixture[str]) -> None:
 def test_timing_headers_match_the_recorded_duration() -> None:
     app = make_app()
     telemetry = otel_setup.configure(app)
-    (response,) = call(app, ["/slow"])
+    (response,) = get_all(app, ["/slow"])
     server_timing = response.headers["server-timing"]
     assert server_timing.startswith("app;dur=")
     duration_ms = float(server_timing.split("=", 1)[1])
@@ -509,7 +501,7 @@ def test_timing_headers_exposed_to_cors_and_switchable() -> None:
     app = make_app()
     app.add_middleware(CORSMiddleware, allow_origins=["https://app.example"])
     otel_setup.configure(app, response_time_header=False)
-    (response,) = call(app, ["/items/1"], headers={"Origin": "https://app.example"})
+    (response,) = get_all(app, ["/items/1"], headers={"Origin": "https://app.example"})
     assert "x-response-time" not in response.headers
     assert "server-timing" in response.headers
     exposed = response.headers["access-control-expose-headers"]

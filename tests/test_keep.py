@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 import otel_setup
 from otel_setup import OtelSetupConfigError
 from otel_setup._hotpath import keep as _keep
+from tests.support.asgi import get_all
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.support.sampling import head_sampled, request_lines
 
@@ -112,15 +113,6 @@ def make_app(postgres_url: str, redis_url: str, downstream: str) -> FastAPI:
     return app
 
 
-def _call(app: FastAPI, paths: list[str]) -> list[httpx.Response]:
-    async def run() -> list[httpx.Response]:
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            return [await client.get(path) for path in paths]
-
-    return asyncio.run(run())
-
-
 def _by_trace(spans: list[ReceivedSpan]) -> dict[str, list[ReceivedSpan]]:
     traces: dict[str, list[ReceivedSpan]] = {}
     for span in spans:
@@ -150,7 +142,7 @@ def test_every_failing_and_slow_request_is_exported_with_its_sql_child_and_fine_
         + [f"/slow/{n}" for n in range(15)]
         + [f"/fine/{n}" for n in range(300)]
     )
-    responses = _call(app, paths)
+    responses = get_all(app, paths)
     assert [r.status_code for r in responses[:35]] == [500] * 25 + [503] * 10
     telemetry.force_flush(10.0)
     ordered = request_lines(capsys.readouterr().out)
@@ -205,7 +197,7 @@ def test_a_kept_trace_has_its_redis_httpx_and_sql_children_with_the_propagated_s
 ) -> None:
     app = make_app(postgres_url, redis_url, downstream)
     telemetry = otel_setup.configure(app, otlp_endpoint=otlp_receiver.endpoint, request_log_buffer_ms=0)
-    responses = _call(app, [f"/calls/{n}" for n in range(12)])
+    responses = get_all(app, [f"/calls/{n}" for n in range(12)])
     assert {r.status_code for r in responses} == {500}
     telemetry.force_flush(10.0)
     lines = request_lines(capsys.readouterr().out)
@@ -239,7 +231,7 @@ def test_keep_none_exports_head_sampled_traces_only(
 ) -> None:
     app = make_app(postgres_url, redis_url, "http://127.0.0.1:9")
     telemetry = otel_setup.configure(app, otlp_endpoint=otlp_receiver.endpoint, request_log_buffer_ms=0, keep="none")
-    _call(app, [f"/fail/{n}" for n in range(30)])
+    get_all(app, [f"/fail/{n}" for n in range(30)])
     telemetry.force_flush(10.0)
     lines = request_lines(capsys.readouterr().out)
     expected = {line["trace_id"] for line in lines if head_sampled(line["trace_id"])}
@@ -314,7 +306,7 @@ def test_openmetrics_exemplars_and_otlp_exemplars_point_at_exported_traces(
 ) -> None:
     app = make_app(postgres_url, redis_url, "http://127.0.0.1:9")
     telemetry = otel_setup.configure(app, otlp_endpoint=otlp_receiver.endpoint, request_log_buffer_ms=0)
-    _call(app, [f"/fail/{n}" for n in range(5)] + [f"/fine/{n}" for n in range(60)])
+    get_all(app, [f"/fail/{n}" for n in range(5)] + [f"/fine/{n}" for n in range(60)])
 
     async def scrape(accept: str) -> httpx.Response:
         transport = httpx.ASGITransport(app=app)

@@ -11,10 +11,8 @@ wire, exemplars as the filter says.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-import httpx
 import pytest
 from fastapi import FastAPI
 from opentelemetry.sdk.metrics import Histogram
@@ -26,6 +24,7 @@ from sqlalchemy import create_engine, text
 import otel_setup
 from otel_setup._hotpath.metrics import FastHistogram, SdkHistogram
 from otel_setup._integrations import fastapi as fastapi_integration
+from tests.support.asgi import get_all
 from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.polling import wait_until
 
@@ -51,15 +50,6 @@ def make_app(engine: Any = None) -> FastAPI:
     return app
 
 
-def drive(app: FastAPI, paths: list[str]) -> list[httpx.Response]:
-    async def run() -> list[httpx.Response]:
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            return [await client.get(path) for path in paths]
-
-    return asyncio.run(run())
-
-
 def metrics_of(reader: InMemoryMetricReader) -> dict[str, list[Metric]]:
     data = reader.get_metrics_data()
     found: dict[str, list[Metric]] = {}
@@ -76,7 +66,7 @@ def points(metric: Metric) -> list[Any]:
 
 
 def prometheus(app: FastAPI) -> dict[str, list[tuple[dict[str, str], float]]]:
-    (response,) = drive(app, ["/metrics"])
+    (response,) = get_all(app, ["/metrics"])
     assert response.status_code == 200
     families: dict[str, list[tuple[dict[str, str], float]]] = {}
     for family in text_string_to_metric_families(response.text):
@@ -92,7 +82,7 @@ def test_a_users_reader_sees_every_package_metric_with_every_point(postgres_url:
     telemetry = otel_setup.configure(
         app, metric_readers=[reader], sampling_ratio=1.0, sqlalchemy=otel_setup.SQLAlchemyOptions(engines=[engine])
     )
-    statuses = [r.status_code for r in drive(app, ["/items/1", "/items/2", "/items/3", "/boom"])]
+    statuses = [r.status_code for r in get_all(app, ["/items/1", "/items/2", "/items/3", "/boom"])]
     assert statuses == [200, 200, 200, 500]
 
     duration_instrument, _ = fastapi_integration._server_instruments[telemetry._providers.local_metrics]
@@ -135,7 +125,7 @@ def test_views_apply_to_the_package_instruments() -> None:
             View(instrument_name="otel_setup.trace.buffer.dropped", aggregation=DropAggregation()),
         ],
     )
-    drive(app, ["/items/1", "/items/2"])
+    get_all(app, ["/items/1", "/items/2"])
     found = metrics_of(reader)
     assert DURATION not in found and ACTIVE not in found
     latency = found["request.latency"]
@@ -160,7 +150,7 @@ def test_a_view_changes_the_bucket_layout() -> None:
         metric_readers=[reader],
         views=[View(instrument_name=DURATION, aggregation=ExplicitBucketHistogramAggregation([0.5, 1.0]))],
     )
-    drive(app, ["/items/1"])
+    get_all(app, ["/items/1"])
     (duration,) = metrics_of(reader)[DURATION]
     (point,) = points(duration)
     assert list(point.explicit_bounds) == [0.5, 1.0]
@@ -181,10 +171,10 @@ def test_delta_temporality_over_otlp(otlp_receiver: OtlpReceiver, monkeypatch: p
     def server_points() -> list[Any]:
         return [p for p in otlp_receiver.metric_points() if p.name == DURATION]
 
-    drive(app, ["/items/1", "/items/2"])
+    get_all(app, ["/items/1", "/items/2"])
     assert telemetry.force_flush(5.0)
     assert wait_until(lambda: len(server_points()) >= 1, timeout=5)
-    drive(app, ["/items/3"])
+    get_all(app, ["/items/3"])
     assert telemetry.force_flush(5.0)
     assert wait_until(lambda: len(server_points()) >= 2, timeout=5)
     first, second = server_points()[:2]
@@ -196,7 +186,7 @@ def test_delta_temporality_over_otlp(otlp_receiver: OtlpReceiver, monkeypatch: p
     # Prometheus, scraped meanwhile from the same instruments, stays cumulative.
     families = prometheus(app)
     assert [value for _, value in families["http_server_request_duration_seconds_count"]] == [3.0]
-    drive(app, ["/items/4"])
+    get_all(app, ["/items/4"])
     assert telemetry.force_flush(5.0)
     assert wait_until(lambda: len(server_points()) >= 3, timeout=5)
     assert server_points()[2].count == 1
@@ -210,9 +200,9 @@ def test_a_readers_own_temporality_preference_is_honoured() -> None:
     reader = InMemoryMetricReader(preferred_temporality={Histogram: AggregationTemporality.DELTA})
     app = make_app()
     otel_setup.configure(app, metric_readers=[reader])
-    drive(app, ["/items/1", "/items/2"])
+    get_all(app, ["/items/1", "/items/2"])
     (first,) = metrics_of(reader)[DURATION]
-    drive(app, ["/items/3"])
+    get_all(app, ["/items/3"])
     (second,) = metrics_of(reader)[DURATION]
     assert first.data.aggregation_temporality is AggregationTemporality.DELTA
     assert [p.count for p in points(first)] == [2]
@@ -230,7 +220,7 @@ def test_the_exemplar_filter_is_honoured(
     telemetry = otel_setup.configure(
         app, metric_readers=[reader], otlp_endpoint=otlp_receiver.endpoint, sampler="always_on"
     )
-    drive(app, ["/items/1", "/items/2"])
+    get_all(app, ["/items/1", "/items/2"])
     (duration,) = metrics_of(reader)[DURATION]
     exemplars = [e for p in points(duration) for e in p.exemplars]
     assert bool(exemplars) is expected, exemplars
@@ -245,7 +235,7 @@ def test_unsampled_requests_carry_no_exemplar_under_trace_based() -> None:
     reader = InMemoryMetricReader()
     app = make_app()
     otel_setup.configure(app, metric_readers=[reader], sampler="always_off", keep="none")
-    drive(app, ["/items/1", "/items/2"])
+    get_all(app, ["/items/1", "/items/2"])
     (duration,) = metrics_of(reader)[DURATION]
     assert [p.count for p in points(duration)] == [2]
     assert [e for p in points(duration) for e in p.exemplars] == []
@@ -276,7 +266,7 @@ def test_bad_metric_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch, 
 def test_the_console_metric_exporter_shows_the_hot_path_instruments(capfd: pytest.CaptureFixture[str]) -> None:
     app = make_app()
     telemetry = otel_setup.configure(app, metrics_exporter="console", metric_export_interval=600_000)
-    drive(app, ["/items/1"])
+    get_all(app, ["/items/1"])
     capfd.readouterr()
     assert telemetry.force_flush(5.0)
     printed = capfd.readouterr().out
